@@ -1,0 +1,49 @@
+/*
+ * frapi - the FR-APIaaS face recognition service and its tools, one binary
+ * with subcommands.
+ */
+#include "cli/cli.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *help;
+};
+
+static const struct command commands[] = {
+	{"detect", cli_detect, "detect PHOTO: faces, landmarks, quality"},
+	{"compare", cli_compare, "compare PHOTO_A PHOTO_B: similarity, match"},
+	{"liveness", cli_liveness, "liveness PHOTO: live score per face"},
+};
+
+static void usage(FILE *to)
+{
+	fprintf(to, "usage: frapi COMMAND [ARGS]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		fprintf(to, "  %s\n", commands[i].help);
+}
+
+int main(int argc, char **argv)
+{
+	log_set_level(-1);
+	if (argc < 2) {
+		usage(stderr);
+		return CLI_USAGE;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		usage(stdout);
+		return CLI_OK;
+	}
+
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 2, argv + 2);
+
+	fprintf(stderr, "frapi: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return CLI_USAGE;
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: the cmocka unit and engine tests (normal build
+# and under AddressSanitizer + UndefinedBehaviorSanitizer), then the
+# end-to-end tests over real HTTP with node's test runner.  Ends with one
+# line "N passed, N failed".
+#
+# Expects `make all unit` done (the README's test command does it).
+# SKIP_SAN=1 skips the sanitizer pass (for quick local runs only).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# count_cmocka FILE: add the PASSED/FAILED counts of one cmocka run.
+count_cmocka() {
+	local p f
+	p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$1" | tail -n1)
+	f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$1" | tail -n1)
+	passed=$((passed + ${p:-0}))
+	failed=$((failed + ${f:-0}))
+}
+
+# run_units DIR: every cmocka binary under DIR/tests.
+run_units() {
+	local t rc
+	while IFS= read -r t; do
+		echo "== $t"
+		"$t" >"$log" 2>&1
+		rc=$?
+		cat "$log"
+		count_cmocka "$log"
+		if [ $rc -ne 0 ] && ! grep -q '^\[  FAILED  \]' "$log"; then
+			echo "!! $t exited with $rc without a cmocka summary"
+			failed=$((failed + 1))
+		fi
+	done < <(find "$1/tests" -type f -name 'test_*' -perm -u+x | sort)
+}
+
+run_units build
+
+if [ "${SKIP_SAN:-0}" != 1 ]; then
+	echo "== building under AddressSanitizer + UndefinedBehaviorSanitizer"
+	if make -s SAN=1 unit >"$log" 2>&1; then
+		# ONNX Runtime is not instrumented; its own allocations at exit
+		# are not ours to report.
+		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+		export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp
+		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+		run_units build-san
+	else
+		cat "$log"
+		echo "!! sanitizer build failed"
+		failed=$((failed + 1))
+	fi
+fi
+
+# End-to-end tests over HTTP, if any are present.
+shopt -s nullglob
+e2e=(tests/e2e/*.test.mjs)
+if [ ${#e2e[@]} -gt 0 ]; then
+	echo "== end-to-end tests (node --test)"
+	node --test --test-concurrency=1 --test-reporter=tap "${e2e[@]}" \
+		2>&1 | tee "$log"
+	p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$log" | tail -n1)
+	f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$log" | tail -n1)
+	passed=$((passed + ${p:-0}))
+	failed=$((failed + ${f:-0}))
+	[ -z "$p" ] && failed=$((failed + 1))
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
