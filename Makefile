@@ -4,7 +4,7 @@
 
 ORT_HOME ?= $(CURDIR)/.deps/ort
 PKGS     := libmicrohttpd jansson sqlite3 libsodium libjwt liboath vips \
-            libcurl libpq
+            libcurl libpq libqrencode
 
 CC       ?= cc
 CSTD     := -std=c17 -D_GNU_SOURCE
