@@ -44,7 +44,7 @@ const char *face_status_message(enum face_status st);
 int face_status_http(enum face_status st);
 
 /*
- * Image decoding (face_image.c).
+ * Image decoding (image.c).
  */
 
 struct face_image_limits {
@@ -71,6 +71,13 @@ void face_image_limits_default(struct face_image_limits *limits);
  * returns NULL when the bytes are no type we know.
  */
 const char *face_image_sniff(const void *bytes, size_t len);
+
+/*
+ * For the message of a FACE_ERR_UNSUPPORTED answer: "HEIF" or "AVIF" when
+ * this build cannot read them, a known type we refuse ("PDF", "SVG",
+ * "JPEG 2000", ...), or NULL when the bytes are of no type we recognise.
+ */
+const char *face_image_unsupported_name(const void *bytes, size_t len);
 
 /*
  * Decodes bytes into *out.  The dimensions are read from the header and
