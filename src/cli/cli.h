@@ -17,4 +17,11 @@ int cli_detect(int argc, char **argv);
 int cli_compare(int argc, char **argv);
 int cli_liveness(int argc, char **argv);
 
+/* The face API: cli_serve.c (serve, routes), cli_admin.c (collections,
+ * keys). */
+int cli_serve(int argc, char **argv);
+int cli_routes(int argc, char **argv);
+int cli_collections(int argc, char **argv);
+int cli_keys(int argc, char **argv);
+
 #endif
