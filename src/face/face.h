@@ -19,19 +19,19 @@
 #include <stdint.h>
 
 #define FACE_EMBEDDING_DIM 512
-#define FACE_LANDMARKS 68
+#define FACE_LANDMARKS     68
 #define FACE_MODEL_VERSION "faceplugin-0.0.1/fr_feature"
 
 enum face_status {
-	FACE_OK = 0,
-	FACE_ERR_EMPTY,            /* zero bytes of image */
-	FACE_ERR_TOO_LARGE,        /* more bytes than the configured limit */
-	FACE_ERR_UNSUPPORTED,      /* bytes are not an image type we read */
-	FACE_ERR_CORRUPT,          /* a known type, but cut short or broken */
-	FACE_ERR_DIMENSIONS,       /* too many pixels, or a side too long */
-	FACE_ERR_IMAGE_TOO_SMALL,  /* smaller than any face could be */
-	FACE_ERR_NOMEM,            /* an allocation failed */
-	FACE_ERR_INTERNAL,         /* a model failed to run */
+        FACE_OK = 0,
+        FACE_ERR_EMPTY,           /* zero bytes of image */
+        FACE_ERR_TOO_LARGE,       /* more bytes than the configured limit */
+        FACE_ERR_UNSUPPORTED,     /* bytes are not an image type we read */
+        FACE_ERR_CORRUPT,         /* a known type, but cut short or broken */
+        FACE_ERR_DIMENSIONS,      /* too many pixels, or a side too long */
+        FACE_ERR_IMAGE_TOO_SMALL, /* smaller than any face could be */
+        FACE_ERR_NOMEM,           /* an allocation failed */
+        FACE_ERR_INTERNAL,        /* a model failed to run */
 };
 
 /* Stable upper-case code for a status, e.g. "UNSUPPORTED_IMAGE_FORMAT". */
@@ -48,18 +48,18 @@ int face_status_http(enum face_status st);
  */
 
 struct face_image_limits {
-	size_t max_bytes;     /* default 10 MB */
-	uint64_t max_pixels;  /* default 40 megapixels */
-	uint32_t max_side;    /* default 20000 pixels */
+        size_t max_bytes;    /* default 10 MB */
+        uint64_t max_pixels; /* default 40 megapixels */
+        uint32_t max_side;   /* default 20000 pixels */
 };
 
 /* A decoded photo: 8-bit sRGB, three channels, rows packed, display
  * orientation (EXIF orientation already applied). */
 struct face_image {
-	int width;
-	int height;
-	uint8_t *rgb;        /* width * height * 3 bytes, owned */
-	const char *format;  /* "jpeg", "png", ... static string */
+        int width;
+        int height;
+        uint8_t *rgb;       /* width * height * 3 bytes, owned */
+        const char *format; /* "jpeg", "png", ... static string */
 };
 
 /* Fills *limits with the defaults. */
@@ -97,14 +97,14 @@ void face_image_free(struct face_image *img);
  */
 
 struct face_point {
-	float x;
-	float y;
+        float x;
+        float y;
 };
 
 /* A box in original-image pixels, clamped to the image. */
 struct face_box {
-	float x1, y1, x2, y2;
-	float score; /* detector confidence in [0,1] */
+        float x1, y1, x2, y2;
+        float score; /* detector confidence in [0,1] */
 };
 
 /*
@@ -112,12 +112,12 @@ struct face_box {
  */
 
 struct face_engine_config {
-	const char *model_dir;   /* folder holding fr_*.onnx */
-	int threads;             /* inference threads per model run; >= 1 */
-	int min_face;            /* smallest face side in pixels; default 20 */
-	float detect_threshold;  /* detector score to keep a box */
-	float liveness_threshold;
-	struct face_image_limits limits;
+        const char *model_dir;  /* folder holding fr_*.onnx */
+        int threads;            /* inference threads per model run; >= 1 */
+        int min_face;           /* smallest face side in pixels; default 20 */
+        float detect_threshold; /* detector score to keep a box */
+        float liveness_threshold;
+        struct face_image_limits limits;
 };
 
 /* Fills *cfg with the defaults (model_dir ".deps/models", 1 thread). */
@@ -142,28 +142,28 @@ face_engine_config(const struct face_engine *eng);
 
 /* What face_engine_analyze() computes beyond boxes. */
 enum face_want {
-	FACE_WANT_LANDMARKS = 1u << 0,
-	FACE_WANT_EMBEDDING = 1u << 1 | FACE_WANT_LANDMARKS,
-	FACE_WANT_QUALITY = 1u << 2 | FACE_WANT_LANDMARKS,
-	FACE_WANT_LIVENESS = 1u << 3,
-	FACE_WANT_ATTRIBUTES = 1u << 4 | FACE_WANT_LANDMARKS,
-	FACE_WANT_ALL = 0x1f,
+        FACE_WANT_LANDMARKS = 1u << 0,
+        FACE_WANT_EMBEDDING = 1u << 1 | FACE_WANT_LANDMARKS,
+        FACE_WANT_QUALITY = 1u << 2 | FACE_WANT_LANDMARKS,
+        FACE_WANT_LIVENESS = 1u << 3,
+        FACE_WANT_ATTRIBUTES = 1u << 4 | FACE_WANT_LANDMARKS,
+        FACE_WANT_ALL = 0x1f,
 };
 
 /* Reasons a face fails the quality gate (bits of face_quality.reasons). */
 enum face_quality_reason {
-	FACE_Q_TOO_SMALL = 1u << 0,
-	FACE_Q_BLURRY = 1u << 1,
-	FACE_Q_PROFILE = 1u << 2,
-	FACE_Q_LOW_CONFIDENCE = 1u << 3,
+        FACE_Q_TOO_SMALL = 1u << 0,
+        FACE_Q_BLURRY = 1u << 1,
+        FACE_Q_PROFILE = 1u << 2,
+        FACE_Q_LOW_CONFIDENCE = 1u << 3,
 };
 
 struct face_quality {
-	float size;       /* shorter box side in pixels */
-	float sharpness;  /* variance of the Laplacian on the aligned face */
-	float yaw, pitch, roll;  /* degrees, from the pose model */
-	float score;      /* overall quality in [0,1] */
-	unsigned reasons; /* enum face_quality_reason bits; 0 = passes */
+        float size;      /* shorter box side in pixels */
+        float sharpness; /* variance of the Laplacian on the aligned face */
+        float yaw, pitch, roll; /* degrees, from the pose model */
+        float score;            /* overall quality in [0,1] */
+        unsigned reasons;       /* enum face_quality_reason bits; 0 = passes */
 };
 
 /* Writes the stable names of the reasons in q ("too_small", "blurry",
@@ -171,29 +171,29 @@ struct face_quality {
 int face_quality_reason_names(unsigned reasons, const char *names[4]);
 
 struct face_attributes {
-	float age;             /* years */
-	const char *gender;    /* "male" or "female" */
-	float yaw, pitch, roll;
-	const char *expression; /* e.g. "neutral", "happy" */
-	bool left_eye_open;
-	bool right_eye_open;
+        float age;          /* years */
+        const char *gender; /* "male" or "female" */
+        float yaw, pitch, roll;
+        const char *expression; /* e.g. "neutral", "happy" */
+        bool left_eye_open;
+        bool right_eye_open;
 };
 
 struct face {
-	struct face_box box;
-	unsigned have; /* enum face_want bits that were computed */
-	struct face_point landmarks[FACE_LANDMARKS];
-	struct face_point points5[5]; /* eye centres, nose tip, mouth corners */
-	float embedding[FACE_EMBEDDING_DIM]; /* L2-normalised */
-	struct face_quality quality;
-	float liveness;  /* live score in [0,1] */
-	bool live;       /* liveness >= threshold */
-	struct face_attributes attr;
+        struct face_box box;
+        unsigned have; /* enum face_want bits that were computed */
+        struct face_point landmarks[FACE_LANDMARKS];
+        struct face_point points5[5]; /* eye centres, nose tip, mouth corners */
+        float embedding[FACE_EMBEDDING_DIM]; /* L2-normalised */
+        struct face_quality quality;
+        float liveness; /* live score in [0,1] */
+        bool live;      /* liveness >= threshold */
+        struct face_attributes attr;
 };
 
 struct face_list {
-	int count;
-	struct face *faces; /* largest box first; owned */
+        int count;
+        struct face *faces; /* largest box first; owned */
 };
 
 /*

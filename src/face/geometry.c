@@ -1,0 +1,313 @@
+/*
+ * geometry.c - boxes, suppression, alignment and sampling for the face
+ * engine.  See geometry.h for the contracts.
+ */
+#include "face/geometry.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const struct face_point face_geom_template112[5] = {
+        {38.2946f, 51.6963f}, {73.5318f, 51.5014f}, {56.0252f, 71.7366f},
+        {41.5493f, 92.3655f}, {70.7299f, 92.2041f},
+};
+
+void face_geom_clamp_box(struct face_box *box, int width, int height)
+{
+        float maxx = (float)(width - 1), maxy = (float)(height - 1);
+
+        assert(width > 0 && height > 0);
+        box->x1 = fminf(fmaxf(box->x1, 0.0f), maxx);
+        box->y1 = fminf(fmaxf(box->y1, 0.0f), maxy);
+        box->x2 = fminf(fmaxf(box->x2, box->x1), maxx);
+        box->y2 = fminf(fmaxf(box->y2, box->y1), maxy);
+}
+
+static float box_area(const struct face_box *b)
+{
+        float w = b->x2 - b->x1, h = b->y2 - b->y1;
+
+        return (w > 0 && h > 0) ? w * h : 0.0f;
+}
+
+static float box_intersection(const struct face_box *a,
+                              const struct face_box *b)
+{
+        float w = fminf(a->x2, b->x2) - fmaxf(a->x1, b->x1);
+        float h = fminf(a->y2, b->y2) - fmaxf(a->y1, b->y1);
+
+        return (w > 0 && h > 0) ? w * h : 0.0f;
+}
+
+float face_geom_iou(const struct face_box *a, const struct face_box *b)
+{
+        float inter = box_intersection(a, b);
+        float uni = box_area(a) + box_area(b) - inter;
+
+        return uni > 0 ? inter / uni : 0.0f;
+}
+
+static int by_score_desc(const void *pa, const void *pb)
+{
+        const struct face_box *a = pa, *b = pb;
+
+        if (a->score != b->score)
+                return a->score < b->score ? 1 : -1;
+        /* Equal scores: a fixed order keeps the result deterministic. */
+        if (a->x1 != b->x1)
+                return a->x1 < b->x1 ? -1 : 1;
+        return a->y1 < b->y1 ? -1 : (a->y1 > b->y1);
+}
+
+int face_geom_nms(struct face_box *boxes, int n, float iou_max,
+                  float contain_max)
+{
+        int kept = 0;
+
+        assert(n >= 0 && (n == 0 || boxes));
+        qsort(boxes, (size_t)n, sizeof *boxes, by_score_desc);
+
+        /* Greedy: walk in score order, keep a box unless a kept one covers
+         * it. */
+        for (int i = 0; i < n; i++) {
+                float area = box_area(&boxes[i]);
+                int drop = area <= 0;
+
+                for (int k = 0; k < kept && !drop; k++) {
+                        float inter = box_intersection(&boxes[i], &boxes[k]);
+                        drop = face_geom_iou(&boxes[i], &boxes[k]) > iou_max ||
+                               inter > contain_max * area;
+                }
+                if (!drop)
+                        boxes[kept++] = boxes[i];
+        }
+        return kept;
+}
+
+void face_geom_68_to_5(const struct face_point in[68], struct face_point out[5])
+{
+        /* Eye centres: the mean of each eye's six contour points is steadier
+         * than any single point. */
+        for (int e = 0; e < 2; e++) {
+                float x = 0, y = 0;
+
+                for (int i = 36 + 6 * e; i < 42 + 6 * e; i++) {
+                        x += in[i].x;
+                        y += in[i].y;
+                }
+                out[e].x = x / 6;
+                out[e].y = y / 6;
+        }
+
+        /* Nose tip and outer mouth corners are single points. */
+        out[2] = in[30];
+        out[3] = in[48];
+        out[4] = in[54];
+}
+
+int face_geom_similarity(const struct face_point *src,
+                         const struct face_point *dst, int n,
+                         struct face_affine *dst_to_src)
+{
+        double msx = 0, msy = 0, mdx = 0, mdy = 0;
+        double sdd = 0, num_a = 0, num_b = 0;
+
+        assert(n >= 2);
+
+        /* Centre both point sets. */
+        for (int i = 0; i < n; i++) {
+                msx += src[i].x;
+                msy += src[i].y;
+                mdx += dst[i].x;
+                mdy += dst[i].y;
+        }
+        msx /= n;
+        msy /= n;
+        mdx /= n;
+        mdy /= n;
+
+        /* Solve the map dst -> src directly: src' = [a -b; b a] dst' is a
+         * linear least-squares problem in (a, b) on centred points, the
+         * two-dimensional case of Umeyama's closed form. */
+        for (int i = 0; i < n; i++) {
+                double dx = dst[i].x - mdx, dy = dst[i].y - mdy;
+                double sx = src[i].x - msx, sy = src[i].y - msy;
+
+                sdd += dx * dx + dy * dy;
+                num_a += dx * sx + dy * sy;
+                num_b += dx * sy - dy * sx;
+        }
+        if (sdd <= 0)
+                return -1;
+        double a = num_a / sdd, b = num_b / sdd;
+        if (a * a + b * b < 1e-12)
+                return -1;
+
+        dst_to_src->a = a;
+        dst_to_src->b = -b;
+        dst_to_src->d = b;
+        dst_to_src->e = a;
+        dst_to_src->c = msx - (a * mdx - b * mdy);
+        dst_to_src->f = msy - (b * mdx + a * mdy);
+        return 0;
+}
+
+struct face_point face_geom_apply(const struct face_affine *m,
+                                  struct face_point p)
+{
+        struct face_point q = {
+                (float)(m->a * p.x + m->b * p.y + m->c),
+                (float)(m->d * p.x + m->e * p.y + m->f),
+        };
+        return q;
+}
+
+enum face_status face_pyramid_build(const struct face_image *img,
+                                    struct face_pyramid *pyr)
+{
+        memset(pyr, 0, sizeof *pyr);
+        pyr->levels = 1;
+        pyr->width[0] = img->width;
+        pyr->height[0] = img->height;
+        pyr->rgb[0] = img->rgb;
+
+        /* Each level averages 2x2 pixels of the one above. */
+        while (pyr->levels < FACE_PYRAMID_MAX) {
+                int k = pyr->levels;
+                int w = pyr->width[k - 1] / 2, h = pyr->height[k - 1] / 2;
+                int sw = pyr->width[k - 1];
+                const uint8_t *s = pyr->rgb[k - 1];
+
+                if (w < 32 || h < 32)
+                        break;
+                uint8_t *d = malloc((size_t)w * h * 3);
+                if (!d) {
+                        face_pyramid_free(pyr);
+                        return FACE_ERR_NOMEM;
+                }
+                for (int y = 0; y < h; y++) {
+                        const uint8_t *r0 = s + (size_t)(2 * y) * sw * 3;
+                        const uint8_t *r1 = r0 + (size_t)sw * 3;
+                        uint8_t *o = d + (size_t)y * w * 3;
+
+                        for (int x = 0; x < w * 3; x++) {
+                                int c = x % 3, sx = (x - c) * 2 + c;
+
+                                o[x] = (uint8_t)((r0[sx] + r0[sx + 3] + r1[sx] +
+                                                  r1[sx + 3] + 2) >>
+                                                 2);
+                        }
+                }
+                pyr->width[k] = w;
+                pyr->height[k] = h;
+                pyr->rgb[k] = d;
+                pyr->owned[k] = d;
+                pyr->levels++;
+        }
+        return FACE_OK;
+}
+
+void face_pyramid_free(struct face_pyramid *pyr)
+{
+        for (int k = 0; k < FACE_PYRAMID_MAX; k++)
+                free(pyr->owned[k]);
+        memset(pyr, 0, sizeof *pyr);
+}
+
+void face_geom_sample(const struct face_pyramid *pyr,
+                      const struct face_affine *m, int out_w, int out_h,
+                      uint8_t *out)
+{
+        double scale = sqrt(fabs(m->a * m->e - m->b * m->d));
+        int k = 0;
+
+        assert(pyr->levels >= 1 && out_w > 0 && out_h > 0);
+
+        /* Read the coarsest level that is still at least as fine as the
+         * output, so bilinear sampling never skips source pixels. */
+        while (k + 1 < pyr->levels && scale >= (double)(2 << k))
+                k++;
+        double f = 1.0 / (double)(1 << k), off = 0.5 * f - 0.5;
+        const uint8_t *src = pyr->rgb[k];
+        int w = pyr->width[k], h = pyr->height[k];
+
+        for (int y = 0; y < out_h; y++) {
+                for (int x = 0; x < out_w; x++) {
+                        double sx = (m->a * x + m->b * y + m->c) * f + off;
+                        double sy = (m->d * x + m->e * y + m->f) * f + off;
+                        double fx0 = floor(sx), fy0 = floor(sy);
+                        uint8_t *o = out + ((size_t)y * out_w + x) * 3;
+                        float acc[3] = {0, 0, 0};
+
+                        /* Outside the photo the picture is black. */
+                        if (sx <= -1 || sy <= -1 || sx >= w || sy >= h) {
+                                o[0] = o[1] = o[2] = 0;
+                                continue;
+                        }
+                        int x0 = (int)fx0, y0 = (int)fy0;
+                        float wx = (float)(sx - fx0), wy = (float)(sy - fy0);
+                        for (int j = 0; j < 2; j++) {
+                                int yy = y0 + j;
+                                float wyj = j ? wy : 1 - wy;
+
+                                if (yy < 0 || yy >= h)
+                                        continue;
+                                for (int i = 0; i < 2; i++) {
+                                        int xx = x0 + i;
+                                        float wgt = wyj * (i ? wx : 1 - wx);
+                                        const uint8_t *p;
+
+                                        if (xx < 0 || xx >= w)
+                                                continue;
+                                        p = src + ((size_t)yy * w + xx) * 3;
+                                        acc[0] += wgt * p[0];
+                                        acc[1] += wgt * p[1];
+                                        acc[2] += wgt * p[2];
+                                }
+                        }
+                        for (int c = 0; c < 3; c++)
+                                o[c] = (uint8_t)fminf(acc[c] + 0.5f, 255.0f);
+                }
+        }
+}
+
+struct face_affine face_geom_box_map(float x, float y, float w, float h,
+                                     int out_w, int out_h)
+{
+        struct face_affine m;
+        double sx = (double)w / out_w, sy = (double)h / out_h;
+
+        /* Pixel centres: output centre x + 0.5 covers source x + (x+0.5)*sx. */
+        m.a = sx;
+        m.b = 0;
+        m.c = x + 0.5 * sx - 0.5;
+        m.d = 0;
+        m.e = sy;
+        m.f = y + 0.5 * sy - 0.5;
+        return m;
+}
+
+float face_geom_laplacian_var(const uint8_t *rgb, int w, int h)
+{
+        double sum = 0, sum2 = 0;
+        long n = 0;
+
+        assert(w >= 3 && h >= 3);
+        for (int y = 1; y < h - 1; y++) {
+                for (int x = 1; x < w - 1; x++) {
+                        const uint8_t *p = rgb + ((size_t)y * w + x) * 3;
+                        const int row = w * 3;
+#define GREY(q) (0.299 * (q)[0] + 0.587 * (q)[1] + 0.114 * (q)[2])
+                        double lap = GREY(p - 3) + GREY(p + 3) + GREY(p - row) +
+                                     GREY(p + row) - 4 * GREY(p);
+#undef GREY
+                        sum += lap;
+                        sum2 += lap * lap;
+                        n++;
+                }
+        }
+        double mean = sum / n;
+        return (float)(sum2 / n - mean * mean);
+}
