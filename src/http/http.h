@@ -60,6 +60,14 @@ struct http_config {
  * 32 KB headers, 30 s timeout, 2 slots, 16 waiting, 10 s wait. */
 void http_config_default(struct http_config *cfg);
 
+/*
+ * Parses a listen address: "HOST:PORT", "[IPV6]:PORT" or ":PORT" (every
+ * IPv4 interface); PORT 0 means any free port.  Fills *addr and *len and
+ * returns 0, or returns -1 with a message in err.
+ */
+int http_parse_listen(const char *text, struct sockaddr_storage *addr,
+                      socklen_t *len, char *err, size_t errlen);
+
 struct http_server;
 struct http_request;
 struct http_route;
@@ -309,7 +317,8 @@ bool http_body_object(struct http_request *req, json_t **out);
 /*
  * Gate slots for handlers that run the engine (HTTP_ROUTE_GATED does it
  * for the whole handler).  Returns true with a slot held until the
- * request ends, or false after answering 503 SERVER_BUSY with Retry-After.
+ * handler returns, or false after answering 503 SERVER_BUSY with
+ * Retry-After.
  */
 bool http_request_gate(struct http_request *req);
 
