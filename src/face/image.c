@@ -33,6 +33,17 @@ static bool image_vips_ready; /* libvips started */
 static bool image_heif_ready; /* this libvips has its HEIF/AVIF loader */
 
 /*
+ * Passes libvips' warnings (a damaged tile, a truncated file) to the event
+ * log at debug level, instead of letting GLib print them on stderr in a
+ * format of its own: each is followed by an error status anyway.
+ */
+static void image_vips_warning(const gchar *domain, GLogLevelFlags level,
+                               const gchar *message, gpointer data)
+{
+        log_debug("image", "libvips says: %s", message ? message : "");
+}
+
+/*
  * Starts libvips once for the process.  The operation cache is turned off:
  * it would keep decoded customer images in memory after the request, and
  * no two requests share an operation worth caching.
@@ -47,6 +58,10 @@ static void image_start_vips(void)
         vips_cache_set_max(0);
         vips_cache_set_max_mem(0);
         vips_cache_set_max_files(0);
+        g_log_set_handler("VIPS",
+                          G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE |
+                                  G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG,
+                          image_vips_warning, NULL);
 
         /* HEIF support is a loadable module in many builds; ask for it. */
         image_heif_ready = vips_type_find("VipsOperation", "heifload_buffer");
@@ -172,6 +187,42 @@ const char *face_image_sniff(const void *bytes, size_t len)
             image_has(b, len, 0, "MM\0+", 4))
                 return "tiff";
         return image_sniff_ftyp(b, len);
+}
+
+/*
+ * Reads the size a JPEG's frame header declares, walking the marker
+ * segments before it.  libjpeg refuses a side above 65500 outright; this
+ * lets such a file be answered as too large rather than as damaged.
+ * Returns false when no frame header is found in the bytes.
+ */
+static bool image_jpeg_declared(const uint8_t *b, size_t len, uint32_t *w,
+                                uint32_t *h)
+{
+        size_t at = 2;
+
+        while (at + 4 <= len && b[at] == 0xff) {
+                uint8_t m = b[at + 1];
+
+                /* Fill bytes, and markers that carry no length. */
+                if (m == 0xff || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {
+                        at += m == 0xff ? 1 : 2;
+                        continue;
+                }
+
+                /* Start of frame: every SOFn but DHT, JPG and DAC. */
+                if (m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 &&
+                    m != 0xcc) {
+                        if (at + 9 > len)
+                                return false;
+                        *h = (uint32_t)b[at + 5] << 8 | b[at + 6];
+                        *w = (uint32_t)b[at + 7] << 8 | b[at + 8];
+                        return true;
+                }
+                if (m == 0xda || m == 0xd9)
+                        return false;
+                at += 2 + ((size_t)b[at + 2] << 8 | b[at + 3]);
+        }
+        return false;
 }
 
 /* Whether the bytes hold "<svg" within their first kilobyte. */
@@ -423,7 +474,12 @@ enum face_status face_image_decode(const void *bytes, size_t len,
 
         /* The loaders are lazy: this reads the header and no pixel. */
         if (image_open(format, bytes, len, &head)) {
+                uint32_t w, h;
                 st = FACE_ERR_CORRUPT;
+                if (strcmp(format, "jpeg") == 0 &&
+                    image_jpeg_declared(bytes, len, &w, &h) &&
+                    (w > limits->max_side || h > limits->max_side))
+                        st = FACE_ERR_DIMENSIONS;
                 goto done;
         }
         st = image_check_size(head, limits);
