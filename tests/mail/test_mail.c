@@ -1,0 +1,182 @@
+/* The mail queue (mail/mail, mail/smtp): header safety, the outbox
+ * without SMTP, and retries then giving up when the server is down. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "mail/mail.h"
+#include "store/store_sqlite.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct fixture {
+        char dir[64];
+        struct store *s;
+};
+
+static int setup(void **state)
+{
+        struct fixture *f = calloc(1, sizeof *f);
+        char err[256];
+
+        if (!f || sodium_init() < 0)
+                return -1;
+        snprintf(f->dir, sizeof f->dir, "/tmp/frapi-mail-XXXXXX");
+        if (!mkdtemp(f->dir) ||
+            store_sqlite_open(f->dir, &f->s, err, sizeof err) != STORE_OK)
+                return -1;
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fixture *f = *state;
+        char cmd[128];
+
+        store_close(f->s);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+        if (system(cmd) != 0)
+                return -1;
+        free(f);
+        return 0;
+}
+
+static const struct smtp_message good = {
+        "ann@example.com", "Confirm your email address",
+        "Hello Ann,\n\nhttp://x/verify?token=abc\n", "<p>Hello Ann</p>"};
+
+static void header_safety(void **state)
+{
+        assert_true(smtp_header_safe("Reset your password"));
+        assert_true(smtp_header_safe("zoë@example.com"));
+        assert_false(smtp_header_safe("a@b.c\r\nBcc: x@y.z"));
+        assert_false(smtp_header_safe("line\nbreak"));
+        assert_false(smtp_header_safe("tab\there"));
+        assert_false(smtp_header_safe(NULL));
+
+        char *big = malloc(1000);
+        memset(big, 'a', 999);
+        big[999] = '\0';
+        assert_false(smtp_header_safe(big));
+        big[998] = '\0';
+        assert_true(smtp_header_safe(big));
+        free(big);
+}
+
+static void outbox_without_smtp(void **state)
+{
+        struct fixture *f = *state;
+        struct smtp_config cfg = {0};
+        char *out = NULL;
+        size_t len = 0;
+
+        struct mail_queue *q = mail_queue_start(f->s, &cfg, 1, 2);
+        assert_non_null(q);
+        assert_true(mail_send(q, &good) > 0);
+
+        /* A subject with a line break would inject a header: refused. */
+        struct smtp_message bad = good;
+        bad.subject = "x\r\nBcc: evil@example.com";
+        assert_int_equal(mail_send(q, &bad), -1);
+        bad = good;
+        bad.to = "a@b.c\nBcc: evil@example.com";
+        assert_int_equal(mail_send(q, &bad), -1);
+        mail_queue_stop(q);
+
+        /* The admin command's view shows the message and its link. */
+        FILE *m = open_memstream(&out, &len);
+        assert_int_equal(mail_outbox_print(f->s, m, 10), 1);
+        fclose(m);
+        assert_non_null(strstr(out, "To: ann@example.com"));
+        assert_non_null(strstr(out, "Subject: Confirm your email address"));
+        assert_non_null(strstr(out, "http://x/verify?token=abc"));
+        free(out);
+}
+
+/* Status and attempts of mail id. */
+static void mail_state(struct store *s, long long id, char *status, size_t n,
+                       int *attempts)
+{
+        sqlite3_stmt *st;
+        store_sqlite_lock(s);
+        assert_int_equal(sqlite3_prepare_v2(store_sqlite_db(s),
+                                            "SELECT status, attempts FROM "
+                                            "mail_queue WHERE id = ?",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_int64(st, 1, id);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        snprintf(status, n, "%s", sqlite3_column_text(st, 0));
+        *attempts = sqlite3_column_int(st, 1);
+        sqlite3_finalize(st);
+        store_sqlite_unlock(s);
+}
+
+/* A loopback port nobody listens on. */
+static int closed_port(void)
+{
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        socklen_t len = sizeof a;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        close(fd);
+        return ntohs(a.sin_port);
+}
+
+static void retries_then_gives_up(void **state)
+{
+        struct fixture *f = *state;
+        struct smtp_config cfg = {.timeout_s = 5};
+        char status[16] = "";
+        int attempts = 0;
+
+        snprintf(cfg.host, sizeof cfg.host, "127.0.0.1");
+        snprintf(cfg.from, sizeof cfg.from, "FR-APIaaS <frapi@localhost>");
+        cfg.port = closed_port();
+
+        /* Two tries one second apart, then "failed"; never a hang. */
+        struct mail_queue *q = mail_queue_start(f->s, &cfg, 1, 2);
+        assert_non_null(q);
+        long long id = mail_send(q, &good);
+        assert_true(id > 0);
+        for (int i = 0; i < 100; i++) {
+                mail_state(f->s, id, status, sizeof status, &attempts);
+                if (strcmp(status, "failed") == 0)
+                        break;
+                usleep(100000);
+        }
+        mail_queue_stop(q);
+        assert_string_equal(status, "failed");
+        assert_int_equal(attempts, 2);
+
+        /* Nothing of it went to the outbox. */
+        FILE *m = fopen("/dev/null", "w");
+        assert_int_equal(mail_outbox_print(f->s, m, 10), 0);
+        fclose(m);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(header_safety),
+                cmocka_unit_test_setup_teardown(outbox_without_smtp, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(retries_then_gives_up, setup,
+                                                teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
