@@ -73,7 +73,7 @@ void http_reply_error_ex(struct http_request *req, int status, const char *code,
         reply_doc(req, status, doc, "application/json");
 
         /* Refusals are events worth a line; bad input is not our error. */
-        log_write(status >= 500 ? LOG_ERROR : LOG_DEBUG, "http", req->id,
+        log_write(status == 500 ? LOG_ERROR : LOG_DEBUG, "http", req->id,
                   "Answered %d %s to %s %s.", status, code, req->method,
                   req->path);
 }

@@ -359,7 +359,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                  * without a body it waits for the final call, which keeps the
                  * connection alive. */
                 if (req->answered && request_has_body(req))
-                        return MHD_NO;
+                        return http_reply_queue(req);
                 return MHD_YES;
         }
 
