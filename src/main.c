@@ -18,6 +18,11 @@ static const struct command commands[] = {
 	{"detect", cli_detect, "detect PHOTO: faces, landmarks, quality"},
 	{"compare", cli_compare, "compare PHOTO_A PHOTO_B: similarity, match"},
 	{"liveness", cli_liveness, "liveness PHOTO: live score per face"},
+	{"serve", cli_serve, "serve [--listen ADDR] ...: run the HTTP API"},
+	{"routes", cli_routes, "routes: the API's routes, one a line"},
+	{"collections", cli_collections, "collections create NAME"},
+	{"keys", cli_keys, "keys create --collection ID [--rpm N] [--allow "
+	                   "CIDR]..."},
 };
 
 static void usage(FILE *to)

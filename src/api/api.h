@@ -1,0 +1,105 @@
+/*
+ * api.h - the face API under /api/v1: what its handlers share, and how
+ * its routes get onto the server.
+ *
+ * Each group of endpoints lives in its own file and exports a table of
+ * struct api_route (api_faces.c, api_recognize.c, ...); api.c lists the
+ * tables and registers every route with the API-key check in front.  A
+ * new group adds its table and one line to that list.
+ */
+#ifndef FRAPI_API_H
+#define FRAPI_API_H
+
+#include "api/keyauth.h"
+#include "face/face.h"
+#include "http/http.h"
+#include "index/index.h"
+#include "store/store.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct api_idem_slot;
+
+/* Everything the handlers use; one per server. */
+struct api {
+        struct store *store;
+        struct index *index;
+        struct face_engine *engine; /* NULL only for `frapi routes` */
+        struct keyauth *keyauth;
+        struct face_image_limits limits;
+        pthread_mutex_t idem_lock;
+        struct api_idem_slot *idem_inflight; /* keys being processed */
+};
+
+/* One route of a group; handlers get the struct api as userdata. */
+struct api_route {
+        const char *method;
+        const char *pattern;
+        http_handler_fn handler;
+        unsigned flags; /* enum http_route_flags */
+};
+
+/*
+ * Sets up api over store s and engine eng (NULL allowed when the routes
+ * are only listed): makes the key checker and loads every stored face
+ * into the index.  Returns 0, or -1 with a message in err.
+ */
+int api_init(struct api *api, struct store *s, struct face_engine *eng,
+             const uint8_t pepper[APIKEY_PEPPER_LEN], char *err, size_t errlen);
+
+/* Releases what api_init made (not the store nor the engine). */
+void api_fini(struct api *api);
+
+/* Adds every API route to srv, keyed by the API-key check. */
+void api_register(struct api *api, struct http_server *srv);
+
+/*
+ * Helpers shared by the handlers.
+ */
+
+/* {"x", "y", "width", "height"} of a box, in image pixels. */
+json_t *api_json_box(const struct face_box *b);
+
+/* An RFC 3339 UTC time with milliseconds. */
+json_t *api_json_time(int64_t ms);
+
+/* The public view of a stored face (no embedding). */
+json_t *api_json_face(const struct store_face *f);
+
+/* Answers a store failure: 404 FACE_NOT_FOUND for STORE_NOT_FOUND, 500
+ * otherwise. */
+void api_reply_store(struct http_request *req, enum store_status st);
+
+/*
+ * Decodes image field `field` and runs the engine for `want` on at most
+ * max_faces faces (0 = all).  Returns true with *out filled (released
+ * when the request ends), or false after answering.
+ */
+bool api_analyze(struct http_request *req, struct api *api, const char *field,
+                 unsigned want, int max_faces, struct face_list *out);
+
+/* The face's quality failure reasons as a JSON array of names. */
+json_t *api_json_reasons(unsigned reasons);
+
+/*
+ * Idempotency-Key.  api_idem_begin() returns true to go on, or false
+ * after answering: the recorded answer of an earlier request with the
+ * same key and body, 409 IDEMPOTENCY_KEY_REUSED for the same key with
+ * another body, 409 IDEMPOTENCY_KEY_IN_USE while the first is still being
+ * processed, or 400 for a malformed key.  On success the handler calls
+ * api_idem_reply() instead of http_reply_data().
+ */
+struct api_idem {
+        const char *key; /* NULL when the request carried none */
+        char collection[STORE_ID_MAX];
+        uint8_t hash[32];
+};
+bool api_idem_begin(struct http_request *req, struct api *api,
+                    const char *collection, struct api_idem *idem);
+void api_idem_reply(struct http_request *req, struct api *api,
+                    const struct api_idem *idem, int status, json_t *data);
+
+#endif

@@ -1,0 +1,369 @@
+/*
+ * api_input.c - fields and images of a request, from JSON or multipart.
+ */
+#include "api/api_input.h"
+
+#include <errno.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+bool api_input_utf8_ok(const char *s, size_t len)
+{
+        const unsigned char *p = (const unsigned char *)s;
+        size_t i = 0;
+        while (i < len) {
+                unsigned c = p[i];
+                size_t n;
+                unsigned min;
+                if (c < 0x80) {
+                        i++;
+                        continue;
+                }
+                if (c >= 0xc2 && c <= 0xdf) {
+                        n = 1;
+                        min = 0x80;
+                } else if (c >= 0xe0 && c <= 0xef) {
+                        n = 2;
+                        min = 0x800;
+                } else if (c >= 0xf0 && c <= 0xf4) {
+                        n = 3;
+                        min = 0x10000;
+                } else {
+                        return false;
+                }
+                if (i + n >= len)
+                        return false;
+                unsigned cp = c & (0x3f >> n);
+                for (size_t k = 1; k <= n; k++) {
+                        if ((p[i + k] & 0xc0) != 0x80)
+                                return false;
+                        cp = (cp << 6) | (p[i + k] & 0x3f);
+                }
+                if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                        return false;
+                i += n + 1;
+        }
+        return true;
+}
+
+/* The JSON member name, or NULL when the body is not JSON or lacks it. */
+static json_t *json_field(struct http_request *req, const char *name)
+{
+        json_t *body = http_request_json(req);
+        return json_is_object(body) ? json_object_get(body, name) : NULL;
+}
+
+bool api_input_has(struct http_request *req, const char *name)
+{
+        return json_field(req, name) || http_request_part(req, name);
+}
+
+/*
+ * The raw text of a scalar field: a multipart part, or a JSON string.
+ * *is_json tells which; a JSON value of another type is returned in *jv.
+ */
+static bool raw_text(struct http_request *req, const char *name,
+                     const char **text, size_t *len, json_t **jv)
+{
+        *text = NULL;
+        *len = 0;
+        *jv = json_field(req, name);
+        if (*jv) {
+                if (json_is_string(*jv)) {
+                        *text = json_string_value(*jv);
+                        *len = json_string_length(*jv);
+                }
+                return true;
+        }
+        const struct http_part *p = http_request_part(req, name);
+        if (p) {
+                *text = (const char *)p->data;
+                *len = p->len;
+                return true;
+        }
+        return false;
+}
+
+bool api_input_text(struct http_request *req, const char *name, bool required,
+                    size_t maxlen, const char **out)
+{
+        const char *t;
+        size_t len;
+        json_t *jv;
+
+        /* Absent, or JSON null. */
+        *out = NULL;
+        if (!raw_text(req, name, &t, &len, &jv) || json_is_null(jv)) {
+                if (!required)
+                        return true;
+                http_reply_errorf(req, 400, "MISSING_PARAMETER", name,
+                                  "The field %s is required.", name);
+                return false;
+        }
+
+        /* Present: a non-blank string of valid UTF-8 within the limit. */
+        if (!t) {
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                  "The field %s must be a string.", name);
+                return false;
+        }
+        if (strlen(t) != len || !api_input_utf8_ok(t, len)) {
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                  "The field %s is not valid UTF-8 text.",
+                                  name);
+                return false;
+        }
+        if (t[strspn(t, " \t\r\n")] == '\0') {
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                  "The field %s must not be empty or blank.",
+                                  name);
+                return false;
+        }
+        if (len > maxlen) {
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                  "The field %s is longer than %zu bytes.",
+                                  name, maxlen);
+                return false;
+        }
+        *out = jv ? t : http_request_strdup(req, t);
+        return true;
+}
+
+bool api_input_double(struct http_request *req, const char *name, double def,
+                      double min, double max, double *out)
+{
+        const char *t;
+        size_t len;
+        json_t *jv;
+        double v = def;
+
+        /* JSON numbers as they are; form text parsed whole. */
+        if (raw_text(req, name, &t, &len, &jv) && !json_is_null(jv)) {
+                char *end = NULL;
+                if (json_is_number(jv)) {
+                        v = json_number_value(jv);
+                } else if (t && !jv && len > 0) {
+                        errno = 0;
+                        v = strtod(t, &end);
+                        if (*end || errno)
+                                v = NAN;
+                } else {
+                        v = NAN;
+                }
+                if (!(v >= min && v <= max)) {
+                        http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                          "The field %s must be a number from "
+                                          "%g to %g.",
+                                          name, min, max);
+                        return false;
+                }
+        }
+        *out = v;
+        return true;
+}
+
+bool api_input_int(struct http_request *req, const char *name, long def,
+                   long min, long max, long *out)
+{
+        const char *t;
+        size_t len;
+        json_t *jv;
+        bool ok = true;
+        long v = def;
+
+        if (raw_text(req, name, &t, &len, &jv) && !json_is_null(jv)) {
+                if (json_is_integer(jv)) {
+                        json_int_t j = json_integer_value(jv);
+                        ok = j >= min && j <= max;
+                        v = (long)j;
+                } else if (t && !jv && len > 0) {
+                        char *end;
+                        errno = 0;
+                        v = strtol(t, &end, 10);
+                        ok = !*end && !errno && v >= min && v <= max;
+                } else {
+                        ok = false;
+                }
+        }
+        if (!ok) {
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                  "The field %s must be a whole number from "
+                                  "%ld to %ld.",
+                                  name, min, max);
+                return false;
+        }
+        *out = v;
+        return true;
+}
+
+bool api_input_bool(struct http_request *req, const char *name, bool def,
+                    bool *out)
+{
+        const char *t;
+        size_t len;
+        json_t *jv;
+
+        *out = def;
+        if (!raw_text(req, name, &t, &len, &jv) || json_is_null(jv))
+                return true;
+        if (json_is_boolean(jv)) {
+                *out = json_is_true(jv);
+                return true;
+        }
+        if (t && !jv && (strcmp(t, "true") == 0 || strcmp(t, "1") == 0)) {
+                *out = true;
+                return true;
+        }
+        if (t && !jv && (strcmp(t, "false") == 0 || strcmp(t, "0") == 0)) {
+                *out = false;
+                return true;
+        }
+        http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                          "The field %s must be true or false.", name);
+        return false;
+}
+
+bool api_input_metadata(struct http_request *req, const char *name,
+                        const char **out)
+{
+        const char *t;
+        size_t len;
+        json_t *jv, *parsed = NULL;
+        bool ok = false;
+
+        /* In JSON an object; in a form, the text of a JSON object. */
+        *out = NULL;
+        if (!raw_text(req, name, &t, &len, &jv) || json_is_null(jv))
+                return true;
+        if (!jv && t && strlen(t) == len && api_input_utf8_ok(t, len))
+                parsed = json_loadb(t, len, JSON_REJECT_DUPLICATES, NULL);
+        json_t *obj = jv ? jv : parsed;
+        if (!json_is_object(obj)) {
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                  "The field %s must be a JSON object.", name);
+                goto out;
+        }
+        char *text = json_dumps(obj, JSON_COMPACT);
+        if (!text || strlen(text) > API_METADATA_MAX) {
+                free(text);
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                  "The field %s is larger than %d bytes.", name,
+                                  API_METADATA_MAX);
+                goto out;
+        }
+        *out = http_request_strdup(req, text);
+        free(text);
+        ok = true;
+out:
+        json_decref(parsed);
+        return ok;
+}
+
+/* Decodes base64 text (standard alphabet, padding optional, whitespace
+ * ignored) into request memory. */
+static bool base64_decode(struct http_request *req, const char *name,
+                          const char *b64, size_t len,
+                          const unsigned char **data, size_t *outlen)
+{
+        /* A data URL carries its bytes after the comma, and must say so. */
+        if (len >= 5 && strncasecmp(b64, "data:", 5) == 0) {
+                const char *comma = memchr(b64, ',', len);
+                if (!comma || comma - b64 < 12 ||
+                    strncasecmp(comma - 7, ";base64", 7) != 0) {
+                        http_reply_errorf(req, 400, "INVALID_BASE64", name,
+                                          "The field %s is a data URL without "
+                                          "';base64,'.",
+                                          name);
+                        return false;
+                }
+                len -= (size_t)(comma + 1 - b64);
+                b64 = comma + 1;
+        }
+
+        size_t cap = len / 4 * 3 + 3;
+        unsigned char *bin = http_request_alloc(req, cap + 1);
+        const char *end = NULL;
+        static const int variants[] = {
+                sodium_base64_VARIANT_ORIGINAL,
+                sodium_base64_VARIANT_ORIGINAL_NO_PADDING};
+        for (size_t i = 0; i < 2; i++) {
+                if (sodium_base642bin(bin, cap, b64, len, " \t\r\n", outlen,
+                                      &end, variants[i]) == 0 &&
+                    end == b64 + len) {
+                        *data = bin;
+                        return true;
+                }
+        }
+        http_reply_errorf(req, 400, "INVALID_BASE64", name,
+                          "The field %s is not valid base64.", name);
+        return false;
+}
+
+bool api_input_image_bytes(struct http_request *req, const char *name,
+                           bool required, const unsigned char **data,
+                           size_t *len)
+{
+        *data = NULL;
+        *len = 0;
+
+        /* A file part: the bytes as they came, whatever its name or type. */
+        const struct http_part *p = http_request_part(req, name);
+        if (p) {
+                *data = p->data ? p->data : (const unsigned char *)"";
+                *len = p->len;
+                return true;
+        }
+
+        json_t *jv = json_field(req, name);
+        if (jv && !json_is_null(jv)) {
+                if (!json_is_string(jv)) {
+                        http_reply_errorf(
+                                req, 400, "INVALID_PARAMETER", name,
+                                "The field %s must be a base64 string.", name);
+                        return false;
+                }
+                return base64_decode(req, name, json_string_value(jv),
+                                     json_string_length(jv), data, len);
+        }
+        if (required)
+                http_reply_errorf(
+                        req, 400, "MISSING_IMAGE", name,
+                        "The image %s is missing: send it as a "
+                        "multipart file part or a base64 JSON string.",
+                        name);
+        return !required;
+}
+
+void api_input_reply_face_status(struct http_request *req, enum face_status st,
+                                 const char *param)
+{
+        http_reply_error(req, face_status_http(st), face_status_code(st),
+                         face_status_message(st), param);
+}
+
+static void image_release(void *p)
+{
+        face_image_free(p);
+}
+
+bool api_input_image(struct http_request *req, const char *name,
+                     const struct face_image_limits *limits,
+                     struct face_image *img)
+{
+        const unsigned char *data;
+        size_t len;
+
+        memset(img, 0, sizeof *img);
+        if (!api_input_image_bytes(req, name, true, &data, &len))
+                return false;
+        enum face_status st = face_image_decode(data, len, limits, img);
+        if (st != FACE_OK) {
+                api_input_reply_face_status(req, st, name);
+                return false;
+        }
+        http_request_defer(req, image_release, img);
+        return true;
+}

@@ -1,0 +1,81 @@
+/*
+ * api_input.h - reading what a client sent to an image route, the same
+ * way whether the body is multipart/form-data or JSON: text fields,
+ * numbers, booleans, metadata objects and images (file parts, or base64
+ * strings with or without a data: prefix).
+ *
+ * Every function follows the validate-or-respond rule: it returns true
+ * with the value, or false after answering 400 with a code and a message
+ * naming the field.  Strings returned live as long as the request.
+ */
+#ifndef FRAPI_API_INPUT_H
+#define FRAPI_API_INPUT_H
+
+#include "face/face.h"
+#include "http/http.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define API_NAME_MAX        256
+#define API_EXTERNAL_ID_MAX 128
+#define API_METADATA_MAX    16384
+
+/* True when the len bytes at s are well-formed UTF-8 (no overlongs, no
+ * surrogates, nothing above U+10FFFF). */
+bool api_input_utf8_ok(const char *s, size_t len);
+
+/* True when the field is present in the body at all (JSON member, even
+ * null, or a multipart part). */
+bool api_input_has(struct http_request *req, const char *name);
+
+/*
+ * A text field: absent gives *out NULL (a 400 MISSING_PARAMETER when
+ * required).  It must be a string, valid UTF-8, not blank (only spaces),
+ * and at most maxlen bytes.  JSON null counts as absent.
+ */
+bool api_input_text(struct http_request *req, const char *name, bool required,
+                    size_t maxlen, const char **out);
+
+/* A number in [min, max]; absent gives def. */
+bool api_input_double(struct http_request *req, const char *name, double def,
+                      double min, double max, double *out);
+
+/* A whole number in [min, max]; absent gives def. */
+bool api_input_int(struct http_request *req, const char *name, long def,
+                   long min, long max, long *out);
+
+/* A boolean (JSON true/false; "true"/"false"/"1"/"0" in a form). */
+bool api_input_bool(struct http_request *req, const char *name, bool def,
+                    bool *out);
+
+/* A metadata object of at most API_METADATA_MAX bytes as compact JSON
+ * text; absent gives *out NULL. */
+bool api_input_metadata(struct http_request *req, const char *name,
+                        const char **out);
+
+/*
+ * The bytes of image field name: a multipart part of that name, or a
+ * JSON string of base64 (a "data:<type>;base64," prefix is allowed).
+ * Absent gives *data NULL, or a 400 MISSING_IMAGE when required.
+ */
+bool api_input_image_bytes(struct http_request *req, const char *name,
+                           bool required, const unsigned char **data,
+                           size_t *len);
+
+/*
+ * Decodes image field name into *img, which must live as long as the
+ * request (request memory): the request releases the pixels at its end.  The
+ * type is judged from the bytes alone.  A decode failure answers with the
+ * engine's status and code.
+ */
+bool api_input_image(struct http_request *req, const char *name,
+                     const struct face_image_limits *limits,
+                     struct face_image *img);
+
+/* Answers the engine status st (not FACE_OK) naming param. */
+void api_input_reply_face_status(struct http_request *req, enum face_status st,
+                                 const char *param);
+
+#endif

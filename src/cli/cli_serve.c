@@ -1,0 +1,182 @@
+/*
+ * cli_serve.c - `frapi serve`: the HTTP API, and `frapi routes`: the
+ * routes it answers, one "METHOD PATTERN" a line.
+ *
+ * serve reads its settings (config module), opens the store in the data
+ * directory, loads the models and the index, and serves until SIGTERM or
+ * SIGINT; then it stops accepting, lets the requests in flight finish and
+ * closes the store.
+ */
+#include "api/api.h"
+#include "auth/apikey.h"
+#include "cli/cli.h"
+#include "config/config.h"
+#include "face/face.h"
+#include "http/http.h"
+#include "store/store_sqlite.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* What the service holds while it runs. */
+struct service {
+        struct config cfg;
+        struct store *store;
+        struct face_engine *engine;
+        struct api api;
+        bool api_ready;
+        struct http_server *srv;
+};
+
+/* /readyz: models loaded and store open. */
+static bool service_ready(void *userdata, char *why, size_t whylen)
+{
+        struct service *svc = userdata;
+        if (!svc->engine || !svc->store || !svc->api_ready) {
+                snprintf(why, whylen, "the models or the store are not ready");
+                return false;
+        }
+        return true;
+}
+
+/* Opens the store, loads the engine and the index; 0 or -1 (logged). */
+static int service_open(struct service *svc)
+{
+        struct face_engine_config ecfg;
+        uint8_t pepper[APIKEY_PEPPER_LEN];
+        char err[512];
+        int rc = -1;
+
+        if (mkdir(svc->cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+                log_error("serve", "Cannot create the data directory %s: %s.",
+                          svc->cfg.data_dir, strerror(errno));
+                return -1;
+        }
+        if (store_sqlite_open(svc->cfg.data_dir, &svc->store, err,
+                              sizeof err) != STORE_OK ||
+            apikey_pepper_load(svc->cfg.data_dir, pepper, err, sizeof err) !=
+                    0) {
+                log_error("serve", "The store cannot open: %s.", err);
+                goto out;
+        }
+
+        /* The engine with the configured models, threads and limits. */
+        face_engine_config_default(&ecfg);
+        ecfg.model_dir = svc->cfg.model_dir;
+        ecfg.threads = svc->cfg.threads;
+        ecfg.limits.max_bytes = svc->cfg.max_image_bytes;
+        ecfg.limits.max_pixels = svc->cfg.max_pixels;
+        if (face_engine_new(&ecfg, &svc->engine, err, sizeof err) != FACE_OK) {
+                log_error("serve", "The models cannot load: %s.", err);
+                goto out;
+        }
+        if (api_init(&svc->api, svc->store, svc->engine, pepper, err,
+                     sizeof err) != 0) {
+                log_error("serve", "The API cannot start: %s.", err);
+                goto out;
+        }
+        svc->api_ready = true;
+        rc = 0;
+out:
+        sodium_memzero(pepper, sizeof pepper);
+        return rc;
+}
+
+static void service_close(struct service *svc)
+{
+        http_server_free(svc->srv);
+        if (svc->api_ready)
+                api_fini(&svc->api);
+        face_engine_free(svc->engine);
+        store_close(svc->store);
+}
+
+int cli_serve(int argc, char **argv)
+{
+        struct service svc = {0};
+        struct http_config hcfg;
+        char err[512];
+        int rc = CLI_INTERNAL;
+
+        /* Settings: defaults < file < environment < flags. */
+        int got = config_load(&svc.cfg, argc, argv, err, sizeof err);
+        if (got == 1)
+                return CLI_OK;
+        if (got != 0) {
+                fprintf(stderr, "frapi serve: %s\n", err);
+                return CLI_USAGE;
+        }
+        if (svc.cfg.log_level[0]) {
+                static const char *const levels[] = {"debug", "info", "warn",
+                                                     "error"};
+                for (int i = 0; i < 4; i++)
+                        if (strcmp(svc.cfg.log_level, levels[i]) == 0)
+                                log_set_level(i);
+        }
+        if (sodium_init() < 0) {
+                log_error("serve", "libsodium failed to initialise.");
+                return CLI_INTERNAL;
+        }
+        if (service_open(&svc) != 0)
+                goto out;
+
+        /* The server with every route, then the signals, then the socket. */
+        config_to_http(&svc.cfg, &hcfg);
+        svc.srv = http_server_new(&hcfg, err, sizeof err);
+        if (!svc.srv) {
+                log_error("serve", "The server settings are unusable: %s.",
+                          err);
+                rc = CLI_USAGE;
+                goto out;
+        }
+        api_register(&svc.api, svc.srv);
+        http_server_set_ready(svc.srv, service_ready, &svc);
+        http_signals_block();
+        if (http_server_start(svc.srv, err, sizeof err) != 0) {
+                log_error("serve", "The server cannot start: %s.", err);
+                goto out;
+        }
+        log_info("serve", "Serving on port %u with data in %s.",
+                 (unsigned)http_server_port(svc.srv), svc.cfg.data_dir);
+
+        /* Until told to stop; then finish what is in flight. */
+        int sig = http_signals_wait();
+        log_info("serve", "Signal %d received; stopping.", sig);
+        http_server_stop(svc.srv);
+        rc = CLI_OK;
+out:
+        service_close(&svc);
+        return rc;
+}
+
+int cli_routes(int argc, char **argv)
+{
+        struct http_config hcfg;
+        struct api api = {0};
+        char err[256];
+        const char *method, *pattern;
+
+        /* The same registration as serve, on a server that never starts. */
+        (void)argv;
+        if (argc != 0) {
+                fprintf(stderr, "usage: frapi routes\n");
+                return CLI_USAGE;
+        }
+        http_config_default(&hcfg);
+        struct http_server *srv = http_server_new(&hcfg, err, sizeof err);
+        if (!srv) {
+                fprintf(stderr, "frapi routes: %s\n", err);
+                return CLI_INTERNAL;
+        }
+        api_register(&api, srv);
+        for (size_t i = 0; i < http_server_route_count(srv); i++) {
+                http_server_route_info(srv, i, &method, &pattern);
+                printf("%s %s\n", method, pattern);
+        }
+        http_server_free(srv);
+        return CLI_OK;
+}
