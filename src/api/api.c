@@ -183,11 +183,14 @@ static void list_release(void *p)
 }
 
 bool api_analyze(struct http_request *req, struct api *api, const char *field,
-                 unsigned want, int max_faces, struct face_list *out)
+                 unsigned want, int max_faces, const struct face_list **list)
 {
         struct face_image *img = http_request_alloc(req, sizeof *img);
+        struct face_list *out = http_request_alloc(req, sizeof *out);
 
+        /* Both live in request memory: they are released at its end. */
         memset(out, 0, sizeof *out);
+        *list = out;
         if (!api_input_image(req, field, &api->limits, img))
                 return false;
         enum face_status st =

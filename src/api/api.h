@@ -75,11 +75,12 @@ void api_reply_store(struct http_request *req, enum store_status st);
 
 /*
  * Decodes image field `field` and runs the engine for `want` on at most
- * max_faces faces (0 = all).  Returns true with *out filled (released
- * when the request ends), or false after answering.
+ * max_faces faces (0 = all).  Returns true with *list pointing at the
+ * faces found (request memory, released when the request ends), or false
+ * after answering.
  */
 bool api_analyze(struct http_request *req, struct api *api, const char *field,
-                 unsigned want, int max_faces, struct face_list *out);
+                 unsigned want, int max_faces, const struct face_list **list);
 
 /* The face's quality failure reasons as a JSON array of names. */
 json_t *api_json_reasons(unsigned reasons);

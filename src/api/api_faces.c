@@ -132,7 +132,7 @@ static void enroll(struct http_request *req, void *userdata)
         const char *name, *ext, *meta, *sel;
         bool check_live;
         struct api_idem idem;
-        struct face_list list;
+        const struct face_list *list;
         struct store_face f = {0};
 
         /* The fields first: a bad one costs no engine time. */
@@ -158,7 +158,7 @@ static void enroll(struct http_request *req, void *userdata)
         if (!api_analyze(req, api, "image", want, ENROLL_MAX_FACES, &list))
                 return;
         const struct face *face =
-                choose_face(req, &list, sel && strcmp(sel, "largest") == 0);
+                choose_face(req, list, sel && strcmp(sel, "largest") == 0);
         if (!face)
                 return;
         float live_thr = face_engine_config(api->engine)->liveness_threshold;
@@ -204,7 +204,7 @@ static void enroll(struct http_request *req, void *userdata)
 
         /* The answer: the face, and what the client should know. */
         json_t *data = api_json_face(&f);
-        json_object_set_new(data, "faces_detected", json_integer(list.count));
+        json_object_set_new(data, "faces_detected", json_integer(list->count));
         json_object_set_new(data, "possible_duplicate_of", others);
         json_object_set_new(data, "near_identical_to", same);
         if (check_live)

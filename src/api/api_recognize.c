@@ -26,8 +26,13 @@ static double round3(float v)
 static bool threshold(struct http_request *req, const struct keyauth_key *k,
                       double *out)
 {
-        return api_input_double(req, "threshold", k->coll.match_threshold, 0.0,
-                                1.0, out);
+        if (!api_input_double(req, "threshold", k->coll.match_threshold, 0.0,
+                              1.0, out))
+                return false;
+
+        /* A float32 default reads 0.30000001; four decimals are plenty. */
+        *out = round(*out * 1e4) / 1e4;
+        return true;
 }
 
 /* {box, faces_detected, largest_used} of the image side of a verify. */
@@ -109,7 +114,7 @@ static void verify(struct http_request *req, void *userdata)
         struct api *api = userdata;
         const struct keyauth_key *k = keyauth_key(req);
         const char *face_id, *ext;
-        struct face_list a, b;
+        const struct face_list *a, *b = NULL;
         double thr;
         float sim;
         json_t *side_b;
@@ -140,22 +145,22 @@ static void verify(struct http_request *req, void *userdata)
         if (has_b && !api_analyze(req, api, "image_b", FACE_WANT_EMBEDDING,
                                   VERIFY_MAX_FACES, &b))
                 return;
-        if (!need_face(req, &a, "image_a") ||
-            (has_b && !need_face(req, &b, "image_b")))
+        if (!need_face(req, a, "image_a") ||
+            (has_b && !need_face(req, b, "image_b")))
                 return;
 
         if (has_b) {
-                sim = face_similarity(a.faces[0].embedding,
-                                      b.faces[0].embedding);
-                side_b = verify_side(&b);
+                sim = face_similarity(a->faces[0].embedding,
+                                      b->faces[0].embedding);
+                side_b = verify_side(b);
         } else if (!verify_stored(req, api, k->coll.id, face_id, ext,
-                                  a.faces[0].embedding, &sim, &side_b)) {
+                                  a->faces[0].embedding, &sim, &side_b)) {
                 return;
         }
         http_reply_data(req, 200,
                         json_pack("{s:f, s:b, s:f, s:o, s:o}", "similarity",
                                   round3(sim), "match", sim >= (float)thr,
-                                  "threshold", thr, "face_a", verify_side(&a),
+                                  "threshold", thr, "face_a", verify_side(a),
                                   "face_b", side_b));
 }
 
@@ -251,7 +256,7 @@ static void identify(struct http_request *req, void *userdata)
         const char *group_by;
         long max_faces, top_k;
         double thr;
-        struct face_list list;
+        const struct face_list *list;
 
         if (!api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
             !api_input_int(req, "top_k", 5, 1, 50, &top_k) ||
@@ -272,8 +277,8 @@ static void identify(struct http_request *req, void *userdata)
 
         /* Every face found, each with its own candidates. */
         json_t *faces = json_array();
-        for (int i = 0; i < list.count; i++) {
-                const struct face *f = &list.faces[i];
+        for (int i = 0; i < list->count; i++) {
+                const struct face *f = &list->faces[i];
                 json_t *cands = candidates(api, k->coll.id, f->embedding,
                                            (int)top_k, (float)thr, group);
                 json_array_append_new(faces, json_pack("{s:o, s:f, s:o}", "box",
@@ -284,7 +289,7 @@ static void identify(struct http_request *req, void *userdata)
         }
         http_reply_data(req, 200,
                         json_pack("{s:o, s:i, s:f, s:s}", "faces", faces,
-                                  "faces_detected", list.count, "threshold",
+                                  "faces_detected", list->count, "threshold",
                                   thr, "group_by",
                                   group ? "external_id" : "face"));
 }
@@ -293,7 +298,7 @@ static void liveness(struct http_request *req, void *userdata)
 {
         struct api *api = userdata;
         long max_faces;
-        struct face_list list;
+        const struct face_list *list;
 
         if (!api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
             !api_analyze(req, api, "image", FACE_WANT_LIVENESS, (int)max_faces,
@@ -301,8 +306,8 @@ static void liveness(struct http_request *req, void *userdata)
                 return;
         double thr = face_engine_config(api->engine)->liveness_threshold;
         json_t *faces = json_array();
-        for (int i = 0; i < list.count; i++) {
-                const struct face *f = &list.faces[i];
+        for (int i = 0; i < list->count; i++) {
+                const struct face *f = &list->faces[i];
                 json_array_append_new(
                         faces, json_pack("{s:o, s:f, s:b, s:f}", "box",
                                          api_json_box(&f->box),
@@ -311,7 +316,7 @@ static void liveness(struct http_request *req, void *userdata)
         }
         http_reply_data(req, 200,
                         json_pack("{s:o, s:i, s:f}", "faces", faces,
-                                  "faces_detected", list.count, "threshold",
+                                  "faces_detected", list->count, "threshold",
                                   thr));
 }
 
@@ -349,7 +354,7 @@ static void detect(struct http_request *req, void *userdata)
 {
         struct api *api = userdata;
         long max_faces;
-        struct face_list list;
+        const struct face_list *list;
 
         if (!api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
             !api_analyze(req, api, "image",
@@ -357,11 +362,11 @@ static void detect(struct http_request *req, void *userdata)
                          (int)max_faces, &list))
                 return;
         json_t *faces = json_array();
-        for (int i = 0; i < list.count; i++)
-                json_array_append_new(faces, detect_face(&list.faces[i]));
+        for (int i = 0; i < list->count; i++)
+                json_array_append_new(faces, detect_face(&list->faces[i]));
         http_reply_data(req, 200,
                         json_pack("{s:o, s:i}", "faces", faces,
-                                  "faces_detected", list.count));
+                                  "faces_detected", list->count));
 }
 
 #define IMAGE_BODY (HTTP_BODY_JSON | HTTP_BODY_MULTIPART | HTTP_ROUTE_GATED)

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,9 +145,9 @@ int cli_collections(int argc, char **argv)
         log_info("admin", "Created collection %s.", c.id);
         rc = print_json(json_pack(
                 "{s:s, s:s, s:f, s:b, s:s, s:I}", "id", c.id, "name", c.name,
-                "match_threshold", (double)c.match_threshold, "keep_originals",
-                c.keep_originals, "model_version", c.model_version,
-                "created_ms", (json_int_t)c.created_ms));
+                "match_threshold", round((double)c.match_threshold * 1e4) / 1e4,
+                "keep_originals", c.keep_originals, "model_version",
+                c.model_version, "created_ms", (json_int_t)c.created_ms));
 out:
         store_collection_clear(&c);
         store_close(s);
