@@ -23,6 +23,7 @@ static const struct command commands[] = {
 	{"collections", cli_collections, "collections create NAME"},
 	{"keys", cli_keys, "keys create --collection ID [--rpm N] [--allow "
 	                   "CIDR]..."},
+	{"outbox", cli_outbox, "outbox [--limit N]: mail kept without SMTP"},
 };
 
 static void usage(FILE *to)

@@ -24,4 +24,7 @@ int cli_routes(int argc, char **argv);
 int cli_collections(int argc, char **argv);
 int cli_keys(int argc, char **argv);
 
+/* The mail outbox of a server without SMTP: cli_outbox.c. */
+int cli_outbox(int argc, char **argv);
+
 #endif

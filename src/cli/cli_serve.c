@@ -8,7 +8,9 @@
  * closes the store.
  */
 #include "api/api.h"
+#include "api/auth_handlers.h"
 #include "auth/apikey.h"
+#include "auth/auth.h"
 #include "cli/cli.h"
 #include "config/config.h"
 #include "face/face.h"
@@ -29,6 +31,7 @@ struct service {
         struct face_engine *engine;
         struct api api;
         bool api_ready;
+        struct auth_service *auth; /* accounts, dashboard sign-in */
         struct http_server *srv;
 };
 
@@ -80,6 +83,18 @@ static int service_open(struct service *svc)
                 goto out;
         }
         svc->api_ready = true;
+
+        /* Accounts and dashboard sign-in: tables, token secret, mail. */
+        struct auth_settings aset;
+        if (auth_settings_load(&aset, &svc->cfg, err, sizeof err) != 0) {
+                log_error("serve", "The account settings are unusable: %s.",
+                          err);
+                goto out;
+        }
+        svc->auth = auth_service_start(svc->store, svc->cfg.data_dir, &aset);
+        sodium_memzero(&aset, sizeof aset);
+        if (!svc->auth)
+                goto out;
         rc = 0;
 out:
         sodium_memzero(pepper, sizeof pepper);
@@ -89,6 +104,7 @@ out:
 static void service_close(struct service *svc)
 {
         http_server_free(svc->srv);
+        auth_service_stop(svc->auth);
         if (svc->api_ready)
                 api_fini(&svc->api);
         face_engine_free(svc->engine);
@@ -134,6 +150,7 @@ int cli_serve(int argc, char **argv)
                 goto out;
         }
         api_register(&svc.api, svc.srv);
+        auth_handlers_register(svc.srv, svc.auth);
         http_server_set_ready(svc.srv, service_ready, &svc);
         http_signals_block();
         if (http_server_start(svc.srv, err, sizeof err) != 0) {
@@ -173,6 +190,7 @@ int cli_routes(int argc, char **argv)
                 return CLI_INTERNAL;
         }
         api_register(&api, srv);
+        auth_handlers_register(srv, NULL);
         for (size_t i = 0; i < http_server_route_count(srv); i++) {
                 http_server_route_info(srv, i, &method, &pattern);
                 printf("%s %s\n", method, pattern);

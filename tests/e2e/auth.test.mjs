@@ -1,0 +1,481 @@
+// Accounts and dashboard sign-in over real HTTP against `frapi serve`,
+// with a real SMTP server on loopback catching the mail and the tests
+// following its links: register, verify, login, 2FA (case S2), refresh
+// rotation and reuse (case S4), logout, sessions, password reset (replay,
+// voiding, expiry), same answers for known and unknown emails, forged
+// tokens (case S1), throttling.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import {
+  forgeJwt, serverSecret, startMailServer, startServer, stepNow, totpAt,
+} from './lib/authenv.mjs';
+
+const RESET_TTL_S = 4;
+const WINDOW_S = 5;
+const MAX_ACCOUNT = 4;
+const MAX_ADDRESS = 12;
+const PASSWORD = 'correct horse battery';
+
+let mail;
+let srv;
+
+before(async () => {
+  mail = await startMailServer();
+  srv = await startServer({
+    FRAPI_SMTP_HOST: '127.0.0.1',
+    FRAPI_SMTP_PORT: String(mail.port),
+    FRAPI_SMTP_STARTTLS: 'false',
+    FRAPI_SMTP_FROM: 'FR-APIaaS <noreply@frapi.test>',
+    FRAPI_RESET_TOKEN_TTL_S: String(RESET_TTL_S),
+    FRAPI_LOGIN_WINDOW_S: String(WINDOW_S),
+    FRAPI_LOGIN_MAX_PER_ACCOUNT: String(MAX_ACCOUNT),
+    FRAPI_LOGIN_MAX_PER_ADDRESS: String(MAX_ADDRESS),
+  });
+});
+
+after(async () => {
+  if (srv) await srv.stop();
+  if (mail) await mail.stop();
+});
+
+// One call: JSON in, { status, body, headers } out.
+async function call(method, url, { body, token, raw, headers = {} } = {}) {
+  const h = { 'User-Agent': 'auth-e2e/1.0', ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  let payload;
+  if (raw !== undefined) {
+    payload = raw;
+    h['Content-Type'] = 'application/json';
+  } else if (body !== undefined) {
+    payload = JSON.stringify(body);
+    h['Content-Type'] = 'application/json';
+  }
+  const target = url.startsWith('http') ? url : `${srv.base}/api/v1/auth${url}`;
+  const r = await fetch(target, { method, headers: h, body: payload });
+  const text = await r.text();
+  let parsed;
+  try { parsed = JSON.parse(text); } catch { parsed = text; }
+  return { status: r.status, body: parsed, headers: r.headers };
+}
+
+const post = (url, body, opts = {}) => call('POST', url, { body, ...opts });
+const get = (url, opts = {}) => call('GET', url, opts);
+
+// The token of the link in a mail (after quoted-printable decoding).
+function linkOf(msg) {
+  const m = msg.decoded.match(/https?:\/\/[^\s"<]+token=([A-Za-z0-9_-]{43})/);
+  assert.ok(m, `no link in the mail:\n${msg.decoded}`);
+  return { url: m[0], token: m[1] };
+}
+
+let seq = 0;
+const newEmail = (tag) => `${tag}.${process.pid}.${++seq}@example.com`;
+
+// Registers email and follows its verification link.
+async function registerVerified(email, name = 'Test User') {
+  const before = mail.count(email);
+  const r = await post('/register', { email, password: PASSWORD, name });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const msg = await mail.waitFor(email, { after: before });
+  const v = await get(linkOf(msg).url);
+  assert.equal(v.status, 200, JSON.stringify(v.body));
+  return r.body.data;
+}
+
+async function login(email, password = PASSWORD) {
+  const r = await post('/login', { email, password });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.data;
+}
+
+test('register, verification mail, verify once, then login', async () => {
+  const email = newEmail('ann');
+  const r = await post('/register', { email, password: PASSWORD, name: 'Ann Zoë' });
+  assert.equal(r.status, 201);
+  assert.equal(r.body.success, true);
+  const u = r.body.data;
+  assert.match(u.id, /^usr_/);
+  assert.equal(u.email, email);
+  assert.equal(u.name, 'Ann Zoë');
+  assert.equal(u.email_verified, false);
+  assert.match(u.organization.id, /^org_/);
+  assert.equal(u.organization.role, 'owner');
+
+  // The mail: plain text and HTML alternatives, a link with the token.
+  const first = await mail.waitFor(email);
+  assert.match(first.raw, /multipart\/alternative/);
+  assert.match(first.raw, /text\/plain; charset=utf-8/);
+  assert.match(first.raw, /text\/html; charset=utf-8/);
+  assert.match(first.raw, /^Subject: Confirm your email address/m);
+  assert.equal(first.from, 'noreply@frapi.test');
+
+  // Login before verifying: refused with its own code.
+  const early = await post('/login', { email, password: PASSWORD });
+  assert.equal(early.status, 403);
+  assert.equal(early.body.error.code, 'EMAIL_NOT_VERIFIED');
+
+  // Resend: a new link, the old one voided.
+  const again = await post('/resend-verification', { email });
+  assert.equal(again.status, 202);
+  const second = await mail.waitFor(email, { after: 1 });
+  const oldLink = linkOf(first);
+  const newLink = linkOf(second);
+  assert.notEqual(oldLink.token, newLink.token);
+  const stale = await get(oldLink.url);
+  assert.equal(stale.status, 400);
+  assert.equal(stale.body.error.code, 'INVALID_VERIFICATION_TOKEN');
+
+  const ok = await get(newLink.url);
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.data.email_verified, true);
+  const replay = await get(newLink.url);
+  assert.equal(replay.status, 400);
+  assert.equal(replay.body.error.code, 'INVALID_VERIFICATION_TOKEN');
+
+  // Now the login answers the contract's shape.
+  const t = await login(email);
+  assert.equal(t.token_type, 'Bearer');
+  assert.equal(t.expires_in, 3600);
+  assert.equal(t.access_token.split('.').length, 3);
+  assert.ok(t.refresh_token.length >= 43);
+  const me = await get('/me', { token: t.access_token });
+  assert.equal(me.status, 200);
+  assert.equal(me.body.data.id, u.id);
+  assert.equal(me.body.data.email_verified, true);
+
+  // The server's token secret is readable by its owner only.
+  const mode = fs.statSync(path.join(srv.dataDir, 'jwt.secret')).mode & 0o777;
+  assert.equal(mode, 0o600);
+});
+
+test('registration input is checked field by field', async () => {
+  const email = newEmail('dup');
+  await registerVerified(email);
+  const dup = await post('/register', {
+    email: email.toUpperCase(), password: PASSWORD, name: 'Other' });
+  assert.equal(dup.status, 409);
+  assert.equal(dup.body.error.code, 'EMAIL_ALREADY_REGISTERED');
+
+  const cases = [
+    [{ email: newEmail('w'), password: '123456789', name: 'A' }, 'password', 'WEAK_PASSWORD'],
+    [{ password: PASSWORD, name: 'A' }, 'email', 'INVALID_PARAMETER'],
+    [{ email: 42, password: PASSWORD, name: 'A' }, 'email', 'INVALID_PARAMETER'],
+    [{ email: 'not-an-address', password: PASSWORD, name: 'A' }, 'email', 'INVALID_PARAMETER'],
+    [{ email: 'a@b.c\r\nBcc: x@y.z', password: PASSWORD, name: 'A' }, 'email', 'INVALID_PARAMETER'],
+    [{ email: newEmail('n'), password: PASSWORD, name: '   ' }, 'name', 'INVALID_PARAMETER'],
+    [{ email: newEmail('n'), password: PASSWORD }, 'name', 'INVALID_PARAMETER'],
+    [{ email: newEmail('n'), password: PASSWORD, name: ['x'] }, 'name', 'INVALID_PARAMETER'],
+    [{ email: newEmail('p'), password: 1234567890, name: 'A' }, 'password', 'INVALID_PARAMETER'],
+  ];
+  for (const [body, param, code] of cases) {
+    const r = await post('/register', body);
+    assert.equal(r.status, 400, JSON.stringify(body));
+    assert.equal(r.body.error.code, code, JSON.stringify(body));
+    assert.equal(r.body.error.param, param, JSON.stringify(body));
+  }
+  const bad = await call('POST', '/register', { raw: '{"email": ' });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.code, 'INVALID_JSON');
+});
+
+test('wrong email and wrong password get the same answer', async () => {
+  const email = newEmail('same');
+  await registerVerified(email);
+  const wrongPw = await post('/login', { email, password: 'not the password' });
+  const noUser = await post('/login', { email: newEmail('ghost'), password: 'not the password' });
+  assert.equal(wrongPw.status, 401);
+  assert.equal(noUser.status, wrongPw.status);
+  assert.equal(noUser.body.error.code, 'INVALID_CREDENTIALS');
+  assert.equal(noUser.body.error.code, wrongPw.body.error.code);
+  assert.equal(noUser.body.error.message, wrongPw.body.error.message);
+  assert.equal(noUser.body.error.param, wrongPw.body.error.param);
+});
+
+test('S1: forged and broken access tokens get 401', async () => {
+  const email = newEmail('s1');
+  await registerVerified(email);
+  const t = await login(email);
+  const claims = JSON.parse(Buffer.from(t.access_token.split('.')[1], 'base64url'));
+  assert.ok(claims.sub && claims.org && claims.sid && claims.jti);
+  assert.equal(typeof claims.exp, 'number');
+
+  // Control: a token we sign with the server's own key is accepted, so
+  // every refusal below is about the one thing changed.
+  const key = serverSecret(srv.dataDir);
+  const now = Math.floor(Date.now() / 1000);
+  const good = forgeJwt({ alg: 'HS256', typ: 'JWT' }, { ...claims, exp: now + 600 }, key);
+  assert.equal((await get('/me', { token: good })).status, 200);
+
+  const wrongKey = Buffer.alloc(32, 7);
+  const forged = {
+    'alg none': forgeJwt({ alg: 'none', typ: 'JWT' }, { ...claims, exp: now + 600 }),
+    'wrong key': forgeJwt({ alg: 'HS256', typ: 'JWT' }, { ...claims, exp: now + 600 }, wrongKey),
+    'past exp': forgeJwt({ alg: 'HS256', typ: 'JWT' }, { ...claims, exp: now - 10 }, key),
+    'no exp': forgeJwt({ alg: 'HS256', typ: 'JWT' }, { ...claims, exp: undefined }, key),
+    'exp as string': forgeJwt({ alg: 'HS256', typ: 'JWT' }, { ...claims, exp: String(now + 600) }, key),
+    'HS512 with the key': forgeJwt({ alg: 'HS512', typ: 'JWT' }, { ...claims, exp: now + 600 }, key),
+    'no session': forgeJwt({ alg: 'HS256', typ: 'JWT' }, { ...claims, sid: 'ses_none', exp: now + 600 }, key),
+    garbage: 'not.a.jwt',
+  };
+  for (const [name, tok] of Object.entries(forged)) {
+    const r = await get('/me', { token: tok });
+    assert.equal(r.status, 401, name);
+    assert.equal(r.body.success, false, name);
+  }
+  const none = await get('/me');
+  assert.equal(none.status, 401);
+  assert.equal(none.body.error.code, 'MISSING_TOKEN');
+  const basic = await get('/me', { headers: { Authorization: 'Basic eDp5' } });
+  assert.equal(basic.status, 401);
+});
+
+test('S4: refresh rotates, reuse revokes the whole session', async () => {
+  const email = newEmail('s4');
+  await registerVerified(email);
+  const t0 = await login(email);
+
+  const r1 = await post('/refresh', { refresh_token: t0.refresh_token });
+  assert.equal(r1.status, 200);
+  assert.notEqual(r1.body.data.refresh_token, t0.refresh_token);
+  assert.equal(r1.body.data.expires_in, 3600);
+  assert.equal((await get('/me', { token: r1.body.data.access_token })).status, 200);
+
+  // The spent token again: refused, and the session is over for all.
+  const reuse = await post('/refresh', { refresh_token: t0.refresh_token });
+  assert.equal(reuse.status, 401);
+  assert.equal(reuse.body.error.code, 'REFRESH_TOKEN_REUSED');
+  const newest = await post('/refresh', { refresh_token: r1.body.data.refresh_token });
+  assert.equal(newest.status, 401);
+  assert.equal(newest.body.error.code, 'SESSION_REVOKED');
+  const access = await get('/me', { token: r1.body.data.access_token });
+  assert.equal(access.status, 401);
+  assert.equal(access.body.error.code, 'SESSION_REVOKED');
+
+  const junk = await post('/refresh', { refresh_token: 'x'.repeat(43) });
+  assert.equal(junk.status, 401);
+  assert.equal(junk.body.error.code, 'INVALID_REFRESH_TOKEN');
+  const missing = await post('/refresh', {});
+  assert.equal(missing.status, 400);
+  assert.equal(missing.body.error.param, 'refresh_token');
+});
+
+test('S4: logout ends the session at once', async () => {
+  const email = newEmail('logout');
+  await registerVerified(email);
+  const t = await login(email);
+  const out = await post('/logout', undefined, { token: t.access_token });
+  assert.equal(out.status, 200, JSON.stringify(out.body));
+  const me = await get('/me', { token: t.access_token });
+  assert.equal(me.status, 401);
+  assert.equal(me.body.error.code, 'SESSION_REVOKED');
+  const r = await post('/refresh', { refresh_token: t.refresh_token });
+  assert.equal(r.status, 401);
+
+  // Logout by refresh token works too.
+  const t2 = await login(email);
+  assert.equal((await post('/logout', { refresh_token: t2.refresh_token })).status, 200);
+  assert.equal((await get('/me', { token: t2.access_token })).status, 401);
+});
+
+test('sessions: list signed-in devices and end one', async () => {
+  const email = newEmail('dev');
+  await registerVerified(email);
+  const a = await login(email);
+  const b = await login(email);
+  const list = await get('/sessions', { token: a.access_token });
+  assert.equal(list.status, 200);
+  assert.equal(list.body.data.length, 2);
+  for (const s of list.body.data) {
+    assert.match(s.id, /^ses_/);
+    assert.equal(s.address, '127.0.0.1');
+    assert.equal(s.user_agent, 'auth-e2e/1.0');
+    assert.equal(typeof s.last_seen_at, 'number');
+  }
+  const current = list.body.data.filter((s) => s.current);
+  assert.equal(current.length, 1);
+  const other = list.body.data.find((s) => !s.current);
+
+  // Another user cannot end it.
+  const eve = newEmail('eve');
+  await registerVerified(eve);
+  const e = await login(eve);
+  const steal = await call('DELETE', `/sessions/${other.id}`, { token: e.access_token });
+  assert.equal(steal.status, 404);
+  assert.equal((await get('/me', { token: b.access_token })).status, 200);
+
+  const del = await call('DELETE', `/sessions/${other.id}`, { token: a.access_token });
+  assert.equal(del.status, 200);
+  assert.equal((await get('/me', { token: b.access_token })).status, 401);
+  assert.equal((await get('/me', { token: a.access_token })).status, 200);
+  const gone = await call('DELETE', `/sessions/${other.id}`, { token: a.access_token });
+  assert.equal(gone.status, 404);
+});
+
+test('two-factor: setup, enable, login with codes (S2), recovery, disable', async () => {
+  const email = newEmail('totp');
+  await registerVerified(email);
+  const t = await login(email);
+  const tok = t.access_token;
+
+  // Setup needs the password again.
+  assert.equal((await post('/2fa/setup', {}, { token: tok })).status, 400);
+  const wrong = await post('/2fa/setup', { password: 'wrong password' }, { token: tok });
+  assert.equal(wrong.status, 401);
+  const setup = await post('/2fa/setup', { password: PASSWORD }, { token: tok });
+  assert.equal(setup.status, 200);
+  const { secret, otpauth_uri: uri, qr_svg: svg } = setup.body.data;
+  assert.match(secret, /^[A-Z2-7]{32}$/);
+  assert.ok(uri.startsWith('otpauth://totp/FR-APIaaS:'));
+  assert.ok(uri.includes(`secret=${secret}`));
+  assert.ok(uri.includes('algorithm=SHA1&digits=6&period=30'));
+  assert.ok(svg.startsWith('<svg ') && svg.endsWith('</svg>'));
+
+  // Enable: a wrong code is refused, a right one answers 10 codes.
+  const step = stepNow();
+  const badCode = totpAt(secret, step + 5);
+  const refused = await post('/2fa/enable', { code: badCode }, { token: tok });
+  assert.equal(refused.status, 401);
+  assert.equal(refused.body.error.code, 'INVALID_TOTP_CODE');
+  const en = await post('/2fa/enable', { code: totpAt(secret, step) }, { token: tok });
+  assert.equal(en.status, 200, JSON.stringify(en.body));
+  const codes = en.body.data.recovery_codes;
+  assert.equal(codes.length, 10);
+  assert.equal(new Set(codes).size, 10);
+
+  // Login now asks for the second factor.
+  const l1 = await post('/login', { email, password: PASSWORD });
+  assert.equal(l1.status, 200);
+  assert.equal(l1.body.data.requires_2fa, true);
+  assert.equal(l1.body.data.access_token, undefined);
+  const ch1 = l1.body.data.challenge;
+
+  // S2: the code already used to enable is refused; the next step's
+  // code (within the tolerance) passes.
+  const same = await post('/2fa/verify', { challenge: ch1, code: totpAt(secret, step) });
+  assert.equal(same.status, 401);
+  assert.equal(same.body.error.code, 'TOTP_CODE_ALREADY_USED');
+  const next = totpAt(secret, step + 1);
+  const v1 = await post('/2fa/verify', { challenge: ch1, code: next });
+  assert.equal(v1.status, 200, JSON.stringify(v1.body));
+  assert.equal(v1.body.data.token_type, 'Bearer');
+  assert.equal((await get('/me', { token: v1.body.data.access_token })).status, 200);
+
+  // The challenge is spent; a new login cannot reuse the code, nor the
+  // previous step's one.
+  const spent = await post('/2fa/verify', { challenge: ch1, code: next });
+  assert.equal(spent.status, 401);
+  assert.equal(spent.body.error.code, 'INVALID_CHALLENGE');
+  const ch2 = (await post('/login', { email, password: PASSWORD })).body.data.challenge;
+  const twice = await post('/2fa/verify', { challenge: ch2, code: next });
+  assert.equal(twice.body.error.code, 'TOTP_CODE_ALREADY_USED');
+  const older = await post('/2fa/verify', { challenge: ch2, code: totpAt(secret, step) });
+  assert.equal(older.status, 401);
+  const malformed = await post('/2fa/verify', { challenge: ch2, code: '12ab56' });
+  assert.equal(malformed.status, 400);
+  assert.equal(malformed.body.error.param, 'code');
+
+  // A recovery code works once.
+  const rec = await post('/2fa/verify', { challenge: ch2, recovery_code: codes[0] });
+  assert.equal(rec.status, 200, JSON.stringify(rec.body));
+  const ch3 = (await post('/login', { email, password: PASSWORD })).body.data.challenge;
+  const recAgain = await post('/2fa/verify', { challenge: ch3, recovery_code: codes[0] });
+  assert.equal(recAgain.status, 401);
+  assert.equal(recAgain.body.error.code, 'INVALID_RECOVERY_CODE');
+
+  // Disable needs the password and a code; then login is one step.
+  const noPw = await post('/2fa/disable', { recovery_code: codes[1] }, { token: tok });
+  assert.equal(noPw.status, 400);
+  const off = await post('/2fa/disable', { password: PASSWORD, recovery_code: codes[1] }, { token: tok });
+  assert.equal(off.status, 200, JSON.stringify(off.body));
+  const plain = await login(email);
+  assert.ok(plain.access_token);
+});
+
+test('forgot and reset password: same answer, single use, newest wins, sessions end', async () => {
+  const email = newEmail('reset');
+  await registerVerified(email);
+  const t = await login(email);
+
+  // Known and unknown addresses: the same answer; mail only for one.
+  const ghost = newEmail('ghost');
+  const known = await post('/forgot-password', { email });
+  const unknown = await post('/forgot-password', { email: ghost });
+  assert.equal(known.status, 202);
+  assert.equal(unknown.status, known.status);
+  assert.deepEqual(unknown.body.data, known.body.data);
+  const m1 = await mail.waitFor(email, { after: 1 });
+  assert.match(m1.raw, /^Subject: Reset your password/m);
+
+  // A newer request voids the older link.
+  assert.equal((await post('/forgot-password', { email })).status, 202);
+  const m2 = await mail.waitFor(email, { after: 2 });
+  const old = linkOf(m1).token;
+  const fresh = linkOf(m2).token;
+  const voided = await post('/reset-password', { token: old, password: 'a brand new password' });
+  assert.equal(voided.status, 400);
+  assert.equal(voided.body.error.code, 'INVALID_RESET_TOKEN');
+
+  // A weak password is refused without spending the token.
+  const weak = await post('/reset-password', { token: fresh, password: 'short' });
+  assert.equal(weak.status, 400);
+  assert.equal(weak.body.error.code, 'WEAK_PASSWORD');
+  const ok = await post('/reset-password', { token: fresh, password: 'a brand new password' });
+  assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  const replay = await post('/reset-password', { token: fresh, password: 'another new password' });
+  assert.equal(replay.status, 400);
+  assert.equal(replay.body.error.code, 'INVALID_RESET_TOKEN');
+
+  // Every session ended; only the new password works.
+  assert.equal((await get('/me', { token: t.access_token })).status, 401);
+  assert.equal((await post('/refresh', { refresh_token: t.refresh_token })).status, 401);
+  assert.equal((await post('/login', { email, password: PASSWORD })).status, 401);
+  await login(email, 'a brand new password');
+
+  // No mail ever went to the unknown address.
+  assert.equal(mail.count(ghost), 0);
+});
+
+test('reset link expires', async () => {
+  const email = newEmail('expire');
+  await registerVerified(email);
+  await post('/forgot-password', { email });
+  const m = await mail.waitFor(email, { after: 1 });
+  await new Promise((resolve) => setTimeout(resolve, (RESET_TTL_S + 1) * 1000));
+  const r = await post('/reset-password', { token: linkOf(m).token, password: 'too late password' });
+  assert.equal(r.status, 400);
+  assert.equal(r.body.error.code, 'RESET_TOKEN_EXPIRED');
+  await login(email);
+});
+
+test('repeated failures are throttled per account, then per address', async () => {
+  const email = newEmail('throttle');
+  await registerVerified(email);
+  await new Promise((resolve) => setTimeout(resolve, WINDOW_S * 1000));
+
+  for (let i = 0; i < MAX_ACCOUNT; i++) {
+    const r = await post('/login', { email, password: 'wrong password!' });
+    assert.equal(r.status, 401);
+  }
+  // Over the limit even the right password waits.
+  const limited = await post('/login', { email, password: PASSWORD });
+  assert.equal(limited.status, 429);
+  assert.equal(limited.body.error.code, 'TOO_MANY_ATTEMPTS');
+  const retry = Number(limited.headers.get('retry-after'));
+  assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= WINDOW_S, String(retry));
+  await new Promise((resolve) => setTimeout(resolve, retry * 1000 + 200));
+  await login(email);
+
+  // Per address: failures spread over many unknown accounts.
+  await new Promise((resolve) => setTimeout(resolve, WINDOW_S * 1000));
+  let hit = 0;
+  for (let i = 1; i <= MAX_ADDRESS + 1; i++) {
+    const r = await post('/login', { email: newEmail('spray'), password: 'wrong password!' });
+    if (r.status === 429) { hit = i; break; }
+    assert.equal(r.status, 401);
+  }
+  assert.equal(hit, MAX_ADDRESS + 1);
+  await new Promise((resolve) => setTimeout(resolve, WINDOW_S * 1000 + 200));
+  await login(email);
+});
