@@ -61,6 +61,13 @@ fi
 shopt -s nullglob
 e2e=(tests/e2e/*.test.mjs)
 if [ ${#e2e[@]} -gt 0 ]; then
+	# Their npm packages (smtp-server for the mail tests), exactly as
+	# pinned by tests/e2e/package-lock.json.
+	if [ tests/e2e/package-lock.json -nt \
+		tests/e2e/node_modules/.package-lock.json ]; then
+		(cd tests/e2e && npm ci --silent --no-audit --no-fund) ||
+			failed=$((failed + 1))
+	fi
 	echo "== end-to-end tests (node --test)"
 	node --test --test-concurrency=1 --test-reporter=tap "${e2e[@]}" \
 		2>&1 | tee "$log"
