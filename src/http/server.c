@@ -539,7 +539,7 @@ int http_server_start(struct http_server *srv, char *err, size_t errlen)
                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
                 MHD_OPTION_LISTEN_SOCKET, (MHD_socket)srv->listen_fd,
                 MHD_OPTION_THREAD_POOL_SIZE,
-                (unsigned int)(srv->cfg.threads > 1 ? srv->cfg.threads : 0),
+                (unsigned int)srv->cfg.threads,
                 MHD_OPTION_CONNECTION_LIMIT,
                 (unsigned int)srv->cfg.max_connections,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT,
