@@ -258,6 +258,12 @@ done:
         return ok;
 }
 
+bool keyguard_check(struct http_request *req, const struct keyauth_key *key,
+                    void *userdata)
+{
+        return keyguard_admit(userdata, req, &key->rec);
+}
+
 char *keyguard_allowlist_text(const json_t *list, char *err, size_t errlen)
 {
         if (!json_is_array(list)) {

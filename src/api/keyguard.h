@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/keyauth.h"
 #include "http/http.h"
 #include "store/store.h"
 
@@ -51,6 +52,13 @@ void keyguard_free(struct keyguard *g);
  */
 bool keyguard_admit(struct keyguard *g, struct http_request *req,
                     const struct store_apikey *key);
+
+/*
+ * keyguard_admit() as a check of the API-key hook (keyauth_add_check());
+ * userdata is the guard.
+ */
+bool keyguard_check(struct http_request *req, const struct keyauth_key *key,
+                    void *userdata);
 
 /*
  * Validates an allowlist given as JSON (an array of strings) and returns

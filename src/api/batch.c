@@ -1,0 +1,804 @@
+#include "api/batch.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "api/api_input.h"
+#include "util/log.h"
+
+/* Faces looked at in one enrollment photo, as for single enrolls. */
+#define ENROLL_MAX_FACES 20
+/* Workers of one batch at most, the handler's own thread included. */
+#define MAX_WORKERS 4
+/* The index keeps half-precision vectors: ask it a little lower and more,
+ * then rescore exactly with the stored float32 embeddings. */
+#define INDEX_SLACK 0.002f
+#define INDEX_EXTRA 8
+
+/* The server's recognition gate, for workers beyond the handler's own
+ * slot.  Set by batch_register(); one server per process. */
+static struct http_gate *server_gate;
+
+/* One item's outcome, filled by whichever worker ran it. */
+struct item {
+        json_t *in;     /* the item as sent (borrowed) */
+        json_t *result; /* owned until put into the answer */
+};
+
+/* What the workers of one batch share. */
+struct batch {
+        struct api *api;
+        struct http_request *req; /* read-only use: parts, id */
+        const struct keyauth_key *key;
+        struct item *items;
+        size_t count;
+        atomic_size_t next;
+        void (*run)(struct batch *b, struct item *it, size_t i);
+        /* identify options */
+        long top_k, max_faces;
+        double threshold;
+};
+
+/*
+ * Results.
+ */
+
+static json_t *item_error(size_t i, int status, const char *code,
+                          const char *param, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
+
+static json_t *item_error(size_t i, int status, const char *code,
+                          const char *param, const char *fmt, ...)
+{
+        char msg[300];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        return json_pack("{s:I, s:b, s:i, s:{s:s, s:s, s:s?}}", "index",
+                         (json_int_t)i, "success", 0, "status", status, "error",
+                         "code", code, "message", msg, "param", param);
+}
+
+/* The error of an engine or decoder status, with its usual HTTP status. */
+static json_t *item_face_error(size_t i, enum face_status st)
+{
+        return item_error(i, face_status_http(st), face_status_code(st),
+                          "image", "%s", face_status_message(st));
+}
+
+/*
+ * Reading one item.
+ */
+
+/* A text member of an item: NULL when absent (an error when required);
+ * a non-blank string of at most max bytes. */
+static bool item_text(json_t *in, size_t i, const char *name, bool required,
+                      size_t max, const char **out, json_t **err)
+{
+        json_t *v = json_object_get(in, name);
+        *out = NULL;
+        if (!v || json_is_null(v)) {
+                if (required)
+                        *err = item_error(i, 400, "MISSING_PARAMETER", name,
+                                          "%s is required.", name);
+                return !required;
+        }
+        const char *s = json_string_value(v);
+        bool blank = true;
+        for (const char *p = s; p && *p && blank; p++)
+                blank = *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n';
+        if (!s || blank || json_string_length(v) > max ||
+            strlen(s) != json_string_length(v)) {
+                *err = item_error(
+                        i, 400, "INVALID_PARAMETER", name,
+                        "%s must be a non-blank string of at most %zu "
+                        "bytes.",
+                        name, max);
+                return false;
+        }
+        *out = s;
+        return true;
+}
+
+/* The image bytes of an item: in a multipart request its "image" member
+ * names a file part; otherwise it is base64 text, maybe a data URL.
+ * Decoded bytes are malloc'd into *owned. */
+static bool item_image_bytes(struct batch *b, json_t *in, size_t i,
+                             const unsigned char **data, size_t *len,
+                             unsigned char **owned, json_t **err)
+{
+        json_t *v = json_object_get(in, "image");
+        *owned = NULL;
+        if (!json_is_string(v)) {
+                *err = item_error(
+                        i, 400, v ? "INVALID_PARAMETER" : "MISSING_IMAGE",
+                        "image",
+                        "image must be a base64 string or the name of "
+                        "a file part.");
+                return false;
+        }
+
+        /* A file part of that name. */
+        const struct http_part *p =
+                http_request_part(b->req, json_string_value(v));
+        if (p && strcmp(p->name, "items") != 0) {
+                *data = p->data ? p->data : (const unsigned char *)"";
+                *len = p->len;
+                return true;
+        }
+
+        /* Base64, after an optional "data:<type>;base64," prefix. */
+        const char *t = json_string_value(v);
+        size_t tlen = json_string_length(v);
+        if (tlen >= 5 && strncasecmp(t, "data:", 5) == 0) {
+                const char *comma = memchr(t, ',', tlen);
+                if (!comma || comma - t < 12 ||
+                    strncasecmp(comma - 7, ";base64", 7) != 0) {
+                        *err = item_error(i, 400, "INVALID_BASE64", "image",
+                                          "image is a data URL without "
+                                          "';base64,'.");
+                        return false;
+                }
+                tlen -= (size_t)(comma + 1 - t);
+                t = comma + 1;
+        }
+        size_t cap = tlen / 4 * 3 + 3;
+        *owned = malloc(cap + 1);
+        if (!*owned) {
+                *err = item_error(i, 503, "SERVER_BUSY", NULL,
+                                  "The server is short of memory.");
+                return false;
+        }
+        static const int variants[] = {
+                sodium_base64_VARIANT_ORIGINAL,
+                sodium_base64_VARIANT_ORIGINAL_NO_PADDING};
+        for (size_t k = 0; k < 2; k++) {
+                const char *end = NULL;
+                if (sodium_base642bin(*owned, cap, t, tlen, " \t\r\n", len,
+                                      &end, variants[k]) == 0 &&
+                    end == t + tlen) {
+                        *data = *owned;
+                        return true;
+                }
+        }
+        *err = item_error(i, 400, "INVALID_BASE64", "image",
+                          "image is neither valid base64 nor the name of a "
+                          "file part.");
+        return false;
+}
+
+/* Decodes the item's image and runs the engine on it. */
+static bool item_analyze(struct batch *b, json_t *in, size_t i, unsigned want,
+                         int max_faces, struct face_list *list, json_t **err)
+{
+        const unsigned char *data;
+        size_t len;
+        unsigned char *owned;
+        struct face_image img = {0};
+
+        if (!item_image_bytes(b, in, i, &data, &len, &owned, err))
+                return false;
+        enum face_status st =
+                face_image_decode(data, len, &b->api->limits, &img);
+        free(owned);
+        if (st == FACE_OK)
+                st = face_engine_analyze(b->api->engine, &img, want, max_faces,
+                                         list);
+        face_image_free(&img);
+        if (st != FACE_OK) {
+                *err = item_face_error(i, st);
+                return false;
+        }
+        return true;
+}
+
+/*
+ * Enroll, one item: the rules of POST /faces.
+ */
+
+/* Exactly one face passing the quality gate (or the largest when asked);
+ * NULL with *err otherwise. */
+static const struct face *item_choose(const struct face_list *list,
+                                      bool largest, size_t i, json_t **err)
+{
+        const struct face *pick = NULL;
+        int passing = 0;
+        if (list->count == 0) {
+                *err = item_error(i, 422, "NO_FACE_DETECTED", "image",
+                                  "No face was found in the image.");
+                return NULL;
+        }
+        for (int k = 0; k < list->count; k++)
+                if (list->faces[k].quality.reasons == 0 && passing++ == 0)
+                        pick = &list->faces[k];
+        if (largest)
+                pick = &list->faces[0];
+        else if (passing > 1) {
+                *err = item_error(i, 422, "MULTIPLE_FACES", "image",
+                                  "The image holds %d faces; send one face, or "
+                                  "set face_selection=largest.",
+                                  passing);
+                return NULL;
+        }
+        if (!pick || pick->quality.reasons) {
+                const struct face *f = pick ? pick : &list->faces[0];
+                *err = item_error(i, 422, "FACE_QUALITY_TOO_LOW", "image",
+                                  "The face is not good enough to enroll.");
+                json_object_set_new(json_object_get(*err, "error"), "reasons",
+                                    api_json_reasons(f->quality.reasons));
+                return NULL;
+        }
+        return pick;
+}
+
+/* Faces of another person above the threshold: possible duplicates. */
+static json_t *item_duplicates(struct batch *b, const float *emb,
+                               const char *ext)
+{
+        struct index_hit hits[10];
+        struct store_face f;
+        struct api *api = b->api;
+        const char *coll = b->key->coll.id;
+        json_t *out = json_array();
+
+        index_read_lock(api->index);
+        int n = index_search(api->index, coll, emb, 10,
+                             b->key->coll.match_threshold, hits);
+        for (int k = 0; k < n; k++) {
+                if (store_face_get(api->store, coll, hits[k].face_id, &f) !=
+                    STORE_OK)
+                        continue;
+                bool same =
+                        ext && f.external_id && strcmp(ext, f.external_id) == 0;
+                if (!same)
+                        json_array_append_new(
+                                out,
+                                json_pack("{s:s, s:s?, s:s, s:f}", "face_id",
+                                          f.id, "external_id", f.external_id,
+                                          "name", f.name, "similarity",
+                                          (double)face_similarity(
+                                                  emb, f.embedding)));
+                store_face_clear(&f);
+        }
+        index_unlock(api->index);
+        return out;
+}
+
+static void enroll_item(struct batch *b, struct item *it, size_t i)
+{
+        const char *name, *ext, *sel;
+        json_t *err = NULL, *meta;
+        struct face_list list = {0};
+        char *meta_text = NULL;
+
+        /* The fields first: a bad one costs no engine time. */
+        if (!json_is_object(it->in)) {
+                it->result = item_error(i, 400, "INVALID_ITEM", NULL,
+                                        "Each item must be a JSON object.");
+                return;
+        }
+        if (!item_text(it->in, i, "name", true, API_NAME_MAX, &name, &err) ||
+            !item_text(it->in, i, "external_id", false, API_EXTERNAL_ID_MAX,
+                       &ext, &err) ||
+            !item_text(it->in, i, "face_selection", false, 16, &sel, &err))
+                goto out;
+        if (sel && strcmp(sel, "single") != 0 && strcmp(sel, "largest") != 0) {
+                err = item_error(i, 400, "INVALID_PARAMETER", "face_selection",
+                                 "face_selection must be single or largest.");
+                goto out;
+        }
+        meta = json_object_get(it->in, "metadata");
+        if (meta && !json_is_null(meta) && !json_is_object(meta)) {
+                err = item_error(i, 400, "INVALID_PARAMETER", "metadata",
+                                 "metadata must be a JSON object.");
+                goto out;
+        }
+        meta_text = json_dumps(json_is_object(meta) ? meta : json_object(),
+                               JSON_COMPACT);
+        if (!meta_text || strlen(meta_text) > API_METADATA_MAX) {
+                err = item_error(i, 400, "INVALID_PARAMETER", "metadata",
+                                 "metadata is larger than %d bytes.",
+                                 API_METADATA_MAX);
+                goto out;
+        }
+
+        /* The face. */
+        if (!item_analyze(b, it->in, i, FACE_WANT_EMBEDDING | FACE_WANT_QUALITY,
+                          ENROLL_MAX_FACES, &list, &err))
+                goto out;
+        const struct face *face =
+                item_choose(&list, sel && strcmp(sel, "largest") == 0, i, &err);
+        if (!face)
+                goto out;
+        json_t *dups = item_duplicates(b, face->embedding, ext);
+
+        /* Commit and index in one step, as single enrolls do. */
+        struct store_face f = {0};
+        struct api *api = b->api;
+        snprintf(f.collection_id, sizeof f.collection_id, "%s",
+                 b->key->coll.id);
+        f.name = (char *)name;
+        f.external_id = (char *)ext;
+        f.metadata = meta_text;
+        memcpy(f.embedding, face->embedding, sizeof f.embedding);
+        f.box = face->box;
+        f.quality = face->quality.score;
+        index_write_lock(api->index);
+        enum store_status st = store_face_insert(api->store, &f, NULL, 0);
+        if (st == STORE_OK &&
+            index_add(api->index, f.collection_id, f.id, f.embedding) != 0) {
+                store_face_delete(api->store, f.collection_id, f.id);
+                st = STORE_ERROR;
+        }
+        index_unlock(api->index);
+        if (st != STORE_OK) {
+                json_decref(dups);
+                err = item_error(i, 500, "INTERNAL_ERROR", NULL,
+                                 "The face could not be stored.");
+                goto out;
+        }
+        json_t *data = api_json_face(&f);
+        json_object_set_new(data, "faces_detected", json_integer(list.count));
+        json_object_set_new(data, "possible_duplicate_of", dups);
+        it->result = json_pack("{s:I, s:b, s:i, s:o}", "index", (json_int_t)i,
+                               "success", 1, "status", 201, "face", data);
+out:
+        if (err)
+                it->result = err;
+        face_list_free(&list);
+        free(meta_text);
+}
+
+/*
+ * Identify, one item: the answer of POST /identify for its image.
+ */
+
+struct cand {
+        struct store_face face;
+        float sim;
+};
+
+static int by_sim_desc(const void *x, const void *y)
+{
+        const struct cand *a = x, *b = y;
+        return (a->sim < b->sim) - (a->sim > b->sim);
+}
+
+/* The candidates of one face, rescored exactly, best first. */
+static json_t *candidates(struct batch *b, const float *emb)
+{
+        struct index_hit hits[INDEX_MAX_K];
+        struct cand *c = calloc(INDEX_MAX_K, sizeof *c);
+        struct api *api = b->api;
+        const char *coll = b->key->coll.id;
+        float thr = (float)b->threshold;
+        json_t *out = json_array();
+        int n = 0;
+
+        if (!c)
+                return out;
+        int want = (int)b->top_k + INDEX_EXTRA;
+        if (want > INDEX_MAX_K)
+                want = INDEX_MAX_K;
+        index_read_lock(api->index);
+        int got = index_search(api->index, coll, emb, want, thr - INDEX_SLACK,
+                               hits);
+        for (int k = 0; k < got; k++) {
+                if (store_face_get(api->store, coll, hits[k].face_id,
+                                   &c[n].face) != STORE_OK)
+                        continue;
+                c[n].sim = face_similarity(emb, c[n].face.embedding);
+                if (c[n].sim >= thr)
+                        n++;
+                else
+                        store_face_clear(&c[n].face);
+        }
+        index_unlock(api->index);
+        qsort(c, (size_t)n, sizeof c[0], by_sim_desc);
+        for (int k = 0; k < n; k++) {
+                const struct store_face *f = &c[k].face;
+                if (k < b->top_k)
+                        json_array_append_new(
+                                out,
+                                json_pack("{s:s, s:s?, s:s, s:f}", "face_id",
+                                          f->id, "external_id", f->external_id,
+                                          "name", f->name, "similarity",
+                                          (double)(long)(c[k].sim * 1000.0f +
+                                                         0.5f) /
+                                                  1000.0));
+                store_face_clear(&c[k].face);
+        }
+        free(c);
+        return out;
+}
+
+static void identify_item(struct batch *b, struct item *it, size_t i)
+{
+        json_t *err = NULL;
+        struct face_list list = {0};
+
+        if (!json_is_object(it->in)) {
+                it->result = item_error(i, 400, "INVALID_ITEM", NULL,
+                                        "Each item must be a JSON object.");
+                return;
+        }
+        if (!item_analyze(b, it->in, i, FACE_WANT_EMBEDDING, (int)b->max_faces,
+                          &list, &err)) {
+                it->result = err;
+                return;
+        }
+        json_t *faces = json_array();
+        for (int k = 0; k < list.count; k++) {
+                const struct face *f = &list.faces[k];
+                json_array_append_new(
+                        faces,
+                        json_pack(
+                                "{s:o, s:f, s:o}", "box", api_json_box(&f->box),
+                                "detection_score",
+                                (double)(long)(f->box.score * 1000.0f + 0.5f) /
+                                        1000.0,
+                                "candidates", candidates(b, f->embedding)));
+        }
+        it->result = json_pack("{s:I, s:b, s:i, s:o, s:i}", "index",
+                               (json_int_t)i, "success", 1, "status", 200,
+                               "faces", faces, "faces_detected", list.count);
+        face_list_free(&list);
+}
+
+/*
+ * The worker pool.
+ */
+
+/* Takes items until none is left. */
+static void drain(struct batch *b)
+{
+        size_t i;
+        while ((i = atomic_fetch_add(&b->next, 1)) < b->count)
+                b->run(b, &b->items[i], i);
+}
+
+/* An extra worker: runs only with a gate slot of its own, so a batch
+ * never runs more recognitions than the server allows. */
+static void *extra_worker(void *arg)
+{
+        struct batch *b = arg;
+        if (atomic_load(&b->next) >= b->count ||
+            http_gate_acquire(server_gate) != HTTP_GATE_OK)
+                return NULL;
+        drain(b);
+        http_gate_release(server_gate);
+        return NULL;
+}
+
+/* Runs every item; the handler's thread (holding the route's slot) works
+ * too.  Returns when all are done. */
+static void run_all(struct batch *b)
+{
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        size_t extra = cpus > 1 ? (size_t)cpus - 1 : 0;
+        if (extra > MAX_WORKERS - 1)
+                extra = MAX_WORKERS - 1;
+        if (extra > b->count - 1)
+                extra = b->count - 1;
+        if (!server_gate)
+                extra = 0;
+
+        pthread_t th[MAX_WORKERS];
+        size_t started = 0;
+        for (size_t k = 0; k < extra; k++)
+                if (pthread_create(&th[started], NULL, extra_worker, b) == 0)
+                        started++;
+        drain(b);
+        for (size_t k = 0; k < started; k++)
+                pthread_join(th[k], NULL);
+}
+
+static void release_json(void *p)
+{
+        json_decref(p);
+}
+
+/* The items of the body: {"items": [...]} or a bare array; in multipart a
+ * text part "items" holding that JSON.  false after a 400. */
+static bool read_items(struct http_request *req, size_t max, json_t **out)
+{
+        json_t *doc = http_request_json(req), *parsed = NULL;
+        *out = NULL;
+        if (!doc) {
+                const struct http_part *p = http_request_part(req, "items");
+                if (p && !p->filename)
+                        doc = parsed = json_loadb((const char *)p->data, p->len,
+                                                  JSON_REJECT_DUPLICATES, NULL);
+                if (!doc) {
+                        http_reply_error(req, 400, "MISSING_PARAMETER",
+                                         "Send the items as a JSON array (in a "
+                                         "JSON body, or a multipart text part "
+                                         "named items).",
+                                         "items");
+                        return false;
+                }
+                http_request_defer(req, release_json, parsed);
+        }
+        json_t *items =
+                json_is_array(doc) ? doc : json_object_get(doc, "items");
+        if (!json_is_array(items)) {
+                http_reply_error(req, 400, "INVALID_PARAMETER",
+                                 "items must be an array.", "items");
+                return false;
+        }
+        if (json_array_size(items) == 0) {
+                http_reply_error(req, 400, "EMPTY_BATCH",
+                                 "items holds no item.", "items");
+                return false;
+        }
+        if (json_array_size(items) > max) {
+                http_reply_errorf(req, 400, "TOO_MANY_ITEMS", "items",
+                                  "A batch takes at most %zu items; this one "
+                                  "has %zu.",
+                                  max, json_array_size(items));
+                return false;
+        }
+        *out = items;
+        return true;
+}
+
+/* Runs b over items and answers with every result. */
+static void answer(struct http_request *req, struct batch *b, json_t *items,
+                   const struct api_idem *idem)
+{
+        b->count = json_array_size(items);
+        b->items = http_request_alloc(req, b->count * sizeof *b->items);
+        for (size_t i = 0; i < b->count; i++)
+                b->items[i] = (struct item){json_array_get(items, i), NULL};
+        atomic_init(&b->next, 0);
+        run_all(b);
+
+        json_t *results = json_array();
+        size_t ok = 0;
+        for (size_t i = 0; i < b->count; i++) {
+                json_t *r = b->items[i].result;
+                if (!r)
+                        r = item_error(i, 500, "INTERNAL_ERROR", NULL,
+                                       "The item could not be processed.");
+                ok += json_is_true(json_object_get(r, "success"));
+                json_array_append_new(results, r);
+        }
+        log_write(LOG_INFO, "batch", http_request_id(req),
+                  "A batch of %zu items in collection %s: %zu succeeded.",
+                  b->count, b->key->coll.id, ok);
+        json_t *data = json_pack("{s:I, s:I, s:o}", "succeeded", (json_int_t)ok,
+                                 "failed", (json_int_t)(b->count - ok),
+                                 "results", results);
+        if (idem)
+                api_idem_reply(req, b->api, idem, 200, data);
+        else
+                http_reply_data(req, 200, data);
+}
+
+static void handle_enroll(struct http_request *req, void *userdata)
+{
+        struct batch b = {.api = userdata, .req = req, .run = enroll_item};
+        struct api_idem idem;
+        json_t *items;
+
+        b.key = keyauth_key(req);
+        if (!read_items(req, BATCH_ENROLL_MAX, &items) ||
+            !api_idem_begin(req, b.api, b.key->coll.id, &idem))
+                return;
+        answer(req, &b, items, &idem);
+}
+
+static void handle_identify(struct http_request *req, void *userdata)
+{
+        struct batch b = {.api = userdata, .req = req, .run = identify_item};
+        struct api_idem idem;
+        json_t *items;
+
+        /* Options for every image, as on POST /identify. */
+        b.key = keyauth_key(req);
+        if (!read_items(req, BATCH_IDENTIFY_MAX, &items) ||
+            !api_input_int(req, "max_faces", 10, 1, 100, &b.max_faces) ||
+            !api_input_int(req, "top_k", 5, 1, 50, &b.top_k) ||
+            !api_input_double(req, "threshold", b.key->coll.match_threshold,
+                              0.0, 1.0, &b.threshold) ||
+            !api_idem_begin(req, b.api, b.key->coll.id, &idem))
+                return;
+        answer(req, &b, items, &idem);
+}
+
+/*
+ * POST /api/v1/faces/batch-delete
+ */
+
+/* The strings of selector member name: true with *out (NULL when absent),
+ * or false after a 400 naming the bad element. */
+static bool id_list(struct http_request *req, json_t *body, const char *name,
+                    json_t **out)
+{
+        json_t *v = json_object_get(body, name);
+        *out = NULL;
+        if (!v || json_is_null(v))
+                return true;
+        if (!json_is_array(v)) {
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
+                                  "%s must be an array of strings.", name);
+                return false;
+        }
+        if (json_array_size(v) > BATCH_DELETE_MAX) {
+                http_reply_errorf(req, 400, "TOO_MANY_ITEMS", name,
+                                  "%s holds more than %d entries.", name,
+                                  BATCH_DELETE_MAX);
+                return false;
+        }
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x)
+        {
+                if (!json_is_string(x) || json_string_length(x) == 0 ||
+                    json_string_length(x) >= 256) {
+                        char param[64];
+                        snprintf(param, sizeof param, "%s[%zu]", name, i);
+                        http_reply_errorf(req, 400, "INVALID_PARAMETER", param,
+                                          "%s must be a non-empty string of at "
+                                          "most 255 bytes.",
+                                          param);
+                        return false;
+                }
+        }
+        *out = v;
+        return true;
+}
+
+/* Whether the first i strings of arr hold the i-th one already. */
+static bool seen_before(json_t *arr, size_t i)
+{
+        const char *s = json_string_value(json_array_get(arr, i));
+        for (size_t j = 0; j < i; j++)
+                if (strcmp(s, json_string_value(json_array_get(arr, j))) == 0)
+                        return true;
+        return false;
+}
+
+/* Deletes one face from the store and the index in one step. */
+static enum store_status delete_one(struct api *api, const char *collection,
+                                    const char *id)
+{
+        index_write_lock(api->index);
+        enum store_status st = store_face_delete(api->store, collection, id);
+        if (st == STORE_OK)
+                index_remove(api->index, collection, id);
+        index_unlock(api->index);
+        return st;
+}
+
+/* Deletes every face of external id ext; adds their ids to deleted.
+ * Returns how many, or -1 on a store failure. */
+static long delete_external(struct api *api, const char *collection,
+                            const char *ext, json_t *deleted)
+{
+        long n = 0;
+        while (1) {
+                /* Always the first page: what it held is gone afterwards. */
+                struct store_face_page page = {0};
+                if (store_face_list(api->store, collection, ext, NULL, 100,
+                                    &page) != STORE_OK)
+                        return -1;
+                int count = page.count;
+                for (int i = 0; i < page.count; i++) {
+                        enum store_status st =
+                                delete_one(api, collection, page.faces[i].id);
+                        if (st == STORE_OK) {
+                                json_array_append_new(
+                                        deleted, json_string(page.faces[i].id));
+                                n++;
+                        } else if (st != STORE_NOT_FOUND) {
+                                store_face_page_clear(&page);
+                                return -1;
+                        }
+                }
+                store_face_page_clear(&page);
+                if (count == 0)
+                        return n;
+        }
+}
+
+static void handle_batch_delete(struct http_request *req, void *userdata)
+{
+        struct api *api = userdata;
+        const char *coll = keyauth_key(req)->coll.id;
+        json_t *body, *ids, *exts;
+
+        /* The selector: ids and/or external_ids, never empty. */
+        if (!http_body_object(req, &body) || !id_list(req, body, "ids", &ids) ||
+            !id_list(req, body, "external_ids", &exts))
+                return;
+        if (json_array_size(ids) + json_array_size(exts) == 0) {
+                http_reply_error(req, 400, "EMPTY_SELECTOR",
+                                 "Name the faces to delete in ids or "
+                                 "external_ids; an empty selector deletes "
+                                 "nothing.",
+                                 "ids");
+                return;
+        }
+
+        /* Each selector on its own; repeats count once. */
+        json_t *deleted = json_array(), *missing_ids = json_array();
+        json_t *missing_exts = json_array();
+        for (size_t i = 0; i < json_array_size(ids); i++) {
+                if (seen_before(ids, i))
+                        continue;
+                json_t *id = json_array_get(ids, i);
+                enum store_status st =
+                        delete_one(api, coll, json_string_value(id));
+                if (st == STORE_OK)
+                        json_array_append(deleted, id);
+                else if (st == STORE_NOT_FOUND)
+                        json_array_append(missing_ids, id);
+                else
+                        goto failed;
+        }
+        for (size_t i = 0; i < json_array_size(exts); i++) {
+                if (seen_before(exts, i))
+                        continue;
+                json_t *ext = json_array_get(exts, i);
+                long n = delete_external(api, coll, json_string_value(ext),
+                                         deleted);
+                if (n < 0)
+                        goto failed;
+                if (n == 0)
+                        json_array_append(missing_exts, ext);
+        }
+        log_write(LOG_INFO, "batch", http_request_id(req),
+                  "Deleted %zu faces of collection %s in one batch.",
+                  json_array_size(deleted), coll);
+        http_reply_data(req, 200,
+                        json_pack("{s:I, s:o, s:{s:o, s:o}}", "deleted_count",
+                                  (json_int_t)json_array_size(deleted),
+                                  "deleted", deleted, "not_found", "ids",
+                                  missing_ids, "external_ids", missing_exts));
+        return;
+failed:
+        /* What was deleted stays deleted; say so. */
+        log_write(LOG_ERROR, "batch", http_request_id(req),
+                  "A batch delete in collection %s failed after %zu faces.",
+                  coll, json_array_size(deleted));
+        http_reply_error_ex(req, 500, "INTERNAL_ERROR",
+                            "The store failed during the batch; the faces "
+                            "listed were deleted.",
+                            NULL, json_pack("{s:o}", "deleted", deleted));
+        json_decref(missing_ids);
+        json_decref(missing_exts);
+}
+
+void batch_register(struct api *api, struct http_server *srv, size_t max_body)
+{
+        static const struct {
+                const char *pattern;
+                http_handler_fn handler;
+                unsigned flags;
+        } routes[] = {
+                {"/api/v1/faces/batch", handle_enroll,
+                 HTTP_BODY_JSON | HTTP_BODY_MULTIPART | HTTP_ROUTE_GATED},
+                {"/api/v1/faces/batch-delete", handle_batch_delete,
+                 HTTP_BODY_JSON},
+                {"/api/v1/identify/batch", handle_identify,
+                 HTTP_BODY_JSON | HTTP_BODY_MULTIPART | HTTP_ROUTE_GATED},
+        };
+        server_gate = http_server_gate(srv);
+        for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+                struct http_route *r =
+                        http_route(srv, "POST", routes[i].pattern,
+                                   routes[i].handler, routes[i].flags, api);
+                http_route_set_before(r, keyauth_before, api->keyauth);
+                http_route_set_max_body(r, max_body ? max_body : 128u << 20);
+        }
+}
