@@ -363,6 +363,33 @@ static enum face_status image_check_size(const VipsImage *head,
 }
 
 /*
+ * Whether an ICC profile describes sRGB, judged from its header and its
+ * description tag ("sRGB IEC61966-2.1" and its kin, in the ASCII 'desc'
+ * of version 2 or the UTF-16 'mluc' of version 4).  Most camera and phone
+ * photos carry such a profile; converting sRGB to sRGB through the colour
+ * engine changes nothing visible and costs more than the JPEG decode.
+ */
+static bool image_icc_is_srgb(const uint8_t *p, size_t n)
+{
+        /* The header is 128 bytes, then the tag count and table. */
+        if (n < 132 || memcmp(p + 16, "RGB ", 4) != 0)
+                return false;
+        uint32_t count = image_be32(p + 128);
+        for (size_t i = 0; i < count && 132 + 12 * (i + 1) <= n; i++) {
+                const uint8_t *tag = p + 132 + 12 * i;
+                if (memcmp(tag, "desc", 4) != 0)
+                        continue;
+                size_t at = image_be32(tag + 4);
+                size_t size = image_be32(tag + 8);
+                if (at > n || size > n - at)
+                        return false;
+                return memmem(p + at, size, "sRGB", 4) ||
+                       memmem(p + at, size, "\0s\0R\0G\0B", 8);
+        }
+        return false;
+}
+
+/*
  * Builds, on top of the opened image, the pipeline to display-orientation
  * 8-bit sRGB with three bands, and stores it in *out.  Every intermediate
  * image is owned by ctx.  Nothing is decoded yet.
@@ -380,9 +407,13 @@ static int image_pipeline(VipsImage *ctx, VipsImage *head, VipsImage **out)
         im = t[0];
 
         /* An embedded profile (CMYK, Display P3, Adobe RGB, grey) says what
-         * the numbers mean; a broken one is ignored rather than refused,
-         * since the pixels are still readable without it. */
-        if (vips_image_get_typeof(im, VIPS_META_ICC_NAME)) {
+         * the numbers mean; an sRGB one asks for nothing, and a broken one
+         * is ignored rather than refused, as the pixels still read. */
+        const void *icc = NULL;
+        size_t icc_len = 0;
+        if (vips_image_get_typeof(im, VIPS_META_ICC_NAME) &&
+            vips_image_get_blob(im, VIPS_META_ICC_NAME, &icc, &icc_len) == 0 &&
+            !image_icc_is_srgb(icc, icc_len)) {
                 if (vips_icc_transform(im, &t[1], "srgb", "embedded", TRUE,
                                        "depth", 8, NULL) == 0)
                         im = t[1];
