@@ -6,6 +6,8 @@
 #include "api/api_faces.h"
 #include "api/api_input.h"
 #include "api/api_recognize.h"
+#include "api/batch.h"
+#include "api/export.h"
 #include "util/log.h"
 
 #include <sodium.h>
@@ -102,6 +104,8 @@ void api_register(struct api *api, struct http_server *srv)
                         http_route_set_before(hr, keyauth_before, api->keyauth);
                 }
         }
+        batch_register(api, srv, api->max_batch_body);
+        export_register(api, srv, api->max_batch_body);
 }
 
 /*

@@ -30,6 +30,7 @@ struct api {
         struct face_engine *engine; /* NULL only for `frapi routes` */
         struct keyauth *keyauth;
         struct face_image_limits limits;
+        size_t max_batch_body; /* body limit of batch and import; 0 default */
         pthread_mutex_t idem_lock;
         struct api_idem_slot *idem_inflight; /* keys being processed */
 };

@@ -9,6 +9,7 @@
  */
 #include "api/api.h"
 #include "api/auth_handlers.h"
+#include "api/keyguard.h"
 #include "auth/apikey.h"
 #include "auth/auth.h"
 #include "cli/cli.h"
@@ -31,6 +32,7 @@ struct service {
         struct face_engine *engine;
         struct api api;
         bool api_ready;
+        struct keyguard *guard;    /* allowlists, rate limits, last use */
         struct auth_service *auth; /* accounts, dashboard sign-in */
         struct http_server *srv;
 };
@@ -84,6 +86,16 @@ static int service_open(struct service *svc)
         }
         svc->api_ready = true;
 
+        /* API keys in force: allowlists, rate limits, last use. */
+        svc->api.max_batch_body = svc->cfg.max_batch_body_bytes;
+        if (keyguard_new(svc->store, svc->cfg.trusted_proxies,
+                         KEYGUARD_FLUSH_MS, &svc->guard, err,
+                         sizeof err) != 0 ||
+            keyauth_add_check(svc->api.keyauth, keyguard_check, svc->guard)) {
+                log_error("serve", "API keys cannot be enforced: %s.", err);
+                goto out;
+        }
+
         /* Accounts and dashboard sign-in: tables, token secret, mail. */
         struct auth_settings aset;
         if (auth_settings_load(&aset, &svc->cfg, err, sizeof err) != 0) {
@@ -104,6 +116,7 @@ out:
 static void service_close(struct service *svc)
 {
         http_server_free(svc->srv);
+        keyguard_free(svc->guard);
         auth_service_stop(svc->auth);
         if (svc->api_ready)
                 api_fini(&svc->api);
