@@ -5,13 +5,16 @@
 // voiding, expiry), same answers for known and unknown emails, forged
 // tokens (case S1), throttling.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import {
   forgeJwt, serverSecret, startMailServer, startServer, stepNow, totpAt,
 } from './lib/authenv.mjs';
 
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RESET_TTL_S = 4;
 const WINDOW_S = 5;
 const MAX_ACCOUNT = 4;
@@ -478,4 +481,29 @@ test('repeated failures are throttled per account, then per address', async () =
   assert.equal(hit, MAX_ADDRESS + 1);
   await new Promise((resolve) => setTimeout(resolve, WINDOW_S * 1000 + 200));
   await login(email);
+});
+
+test('without SMTP the mail goes to the outbox that `frapi outbox` prints', async () => {
+  const bare = await startServer({ FRAPI_SMTP_HOST: '' });
+  try {
+    const email = newEmail('outbox');
+    const r = await fetch(`${bare.base}/api/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email, password: PASSWORD, name: 'Offline' }),
+    });
+    assert.equal(r.status, 201);
+    const out = execFileSync(path.join(repoRoot, 'build', 'frapi'),
+      ['outbox', '--data-dir', bare.dataDir],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    assert.match(out, new RegExp(`To: ${email.replace(/\./g, '\\.')}`));
+    assert.match(out, /Subject: Confirm your email address/);
+    const link = out.match(/http:\/\/\S+verify-email\?token=[A-Za-z0-9_-]{43}/);
+    assert.ok(link, out);
+    assert.equal((await fetch(link[0])).status, 200);
+    assert.match(bare.log(), /written to the outbox/);
+    assert.equal(mail.count(email), 0);
+  } finally {
+    await bare.stop();
+  }
 });
