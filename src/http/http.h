@@ -14,9 +14,12 @@
  * and carries an X-Request-Id header.  /metrics is the one exception
  * (Prometheus text).
  *
- * Threads: handlers and before-body hooks run on the server's pool
- * threads, several at a time; they must not block on anything but the
- * gate, the store and the engine.  A handler must answer exactly once
+ * Threads: before-body hooks and plain handlers run on the server's pool
+ * threads, several at a time; each pool thread serves many connections,
+ * so these must be quick (store look-ups).  Handlers of HTTP_ROUTE_GATED
+ * and HTTP_ROUTE_OFFLOAD routes run on worker threads while their
+ * connection is suspended, so engine runs and waits for a gate slot never
+ * hold up other clients.  A handler must answer exactly once
  * (one http_reply_* call); a handler that returns without answering gets a
  * 500 INTERNAL_ERROR and an error line in the event log.
  *
@@ -83,6 +86,7 @@ enum http_route_flags {
         HTTP_BODY_FORM = 1u << 2,      /* x-www-form-urlencoded, as parts */
         HTTP_BODY_RAW = 1u << 3,       /* any type, bytes kept as they are */
         HTTP_ROUTE_GATED = 1u << 4,    /* take a gate slot before the handler */
+        HTTP_ROUTE_OFFLOAD = 1u << 5,  /* run the handler on a worker thread */
 };
 
 /* Answers the request; see the rules at the top of this file. */

@@ -51,6 +51,14 @@ struct http_server {
         pthread_mutex_t lock;
         pthread_cond_t idle;
         int inflight;
+
+        /* Workers running GATED and OFFLOAD handlers, and their jobs. */
+        pthread_t *workers;
+        int nworkers;
+        struct http_request *jobs_head;
+        struct http_request *jobs_tail;
+        pthread_cond_t jobs;
+        bool workers_quit;
         bool stopping;
         bool running;
 };
@@ -133,6 +141,8 @@ struct http_request {
         struct MHD_Response *response;
         struct http_header *headers;
         bool gate_held;
+        bool offloaded;                /* handed to a worker */
+        struct http_request *next_job; /* in the workers' queue */
 };
 
 /* router.c */
@@ -154,6 +164,7 @@ void http_request_body_end(struct http_request *req);
 
 /* reply.c */
 enum MHD_Result http_reply_queue(struct http_request *req);
+bool http_gate_would_refuse(struct http_request *req);
 
 /* server.c */
 double http_elapsed_s(const struct timespec *since);

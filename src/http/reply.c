@@ -270,16 +270,10 @@ bool http_body_object(struct http_request *req, json_t **out)
         return true;
 }
 
-bool http_request_gate(struct http_request *req)
+/* Answers 503 SERVER_BUSY for a refusal of the gate. */
+static void gate_refuse(struct http_request *req, enum http_gate_result r)
 {
-        if (req->gate_held)
-                return true;
         struct http_gate *gate = req->srv->gate;
-        enum http_gate_result r = http_gate_acquire(gate);
-        if (r == HTTP_GATE_OK) {
-                req->gate_held = true;
-                return true;
-        }
 
         /* Busy: say when to come back, and count the refusal. */
         char after[16];
@@ -293,5 +287,33 @@ bool http_request_gate(struct http_request *req)
                           "The server is busy with other recognitions. Try "
                           "again in %s seconds.",
                           after);
+}
+
+bool http_request_gate(struct http_request *req)
+{
+        if (req->gate_held)
+                return true;
+        enum http_gate_result r = http_gate_acquire(req->srv->gate);
+        if (r == HTTP_GATE_OK) {
+                req->gate_held = true;
+                return true;
+        }
+        gate_refuse(req, r);
         return false;
+}
+
+/*
+ * Answers 503 at once when every slot is busy and the queue is full, so
+ * such a request costs no worker.  Returns true when it answered.  (The
+ * worker's own acquire stays the authority; this only saves the trip.)
+ */
+bool http_gate_would_refuse(struct http_request *req)
+{
+        int in_use, waiting;
+        struct http_config *cfg = &req->srv->cfg;
+        http_gate_stats(req->srv->gate, &in_use, &waiting);
+        if (in_use < cfg->gate_slots || waiting < cfg->gate_queue)
+                return false;
+        gate_refuse(req, HTTP_GATE_FULL);
+        return true;
 }

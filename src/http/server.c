@@ -208,6 +208,7 @@ struct http_server *http_server_new(const struct http_config *cfg, char *err,
         srv->listen_fd = -1;
         pthread_mutex_init(&srv->lock, NULL);
         pthread_cond_init(&srv->idle, NULL);
+        pthread_cond_init(&srv->jobs, NULL);
         char why[200];
         if (http_parse_listen(srv->listen, &srv->addr, &srv->addrlen, why,
                               sizeof why) != 0) {
@@ -329,6 +330,92 @@ static void request_run(struct http_request *req)
         }
 }
 
+static void request_run(struct http_request *req);
+
+/* True when the handler of req runs on a worker; answers 503 at once when
+ * a gated route could not get a slot anyway. */
+static bool wants_worker(struct http_request *req)
+{
+        const struct http_route *r = req->route;
+        if (!r || !(r->flags & (HTTP_ROUTE_GATED | HTTP_ROUTE_OFFLOAD)))
+                return false;
+        if ((r->flags & HTTP_ROUTE_GATED) && http_gate_would_refuse(req))
+                return false;
+        return true;
+}
+
+static void job_push(struct http_server *srv, struct http_request *req)
+{
+        pthread_mutex_lock(&srv->lock);
+        req->next_job = NULL;
+        if (srv->jobs_tail)
+                srv->jobs_tail->next_job = req;
+        else
+                srv->jobs_head = req;
+        srv->jobs_tail = req;
+        pthread_cond_signal(&srv->jobs);
+        pthread_mutex_unlock(&srv->lock);
+}
+
+/* A worker: runs handlers of suspended requests, then wakes them. */
+static void *worker_main(void *arg)
+{
+        struct http_server *srv = arg;
+        pthread_mutex_lock(&srv->lock);
+        for (;;) {
+                while (!srv->jobs_head && !srv->workers_quit)
+                        pthread_cond_wait(&srv->jobs, &srv->lock);
+                struct http_request *req = srv->jobs_head;
+                if (!req)
+                        break;
+                srv->jobs_head = req->next_job;
+                if (!srv->jobs_head)
+                        srv->jobs_tail = NULL;
+                pthread_mutex_unlock(&srv->lock);
+
+                request_run(req);
+                MHD_resume_connection(req->conn);
+                pthread_mutex_lock(&srv->lock);
+        }
+        pthread_mutex_unlock(&srv->lock);
+        return NULL;
+}
+
+/* Starts the workers: one per slot and per queue place, so every request
+ * the gate admits waits on its own worker, plus two for OFFLOAD routes. */
+static int start_workers(struct http_server *srv, char *err, size_t errlen)
+{
+        int n = srv->cfg.gate_slots + srv->cfg.gate_queue + 2;
+        srv->workers = calloc((size_t)n, sizeof *srv->workers);
+        if (!srv->workers)
+                abort();
+        for (; srv->nworkers < n; srv->nworkers++) {
+                int rc = pthread_create(&srv->workers[srv->nworkers], NULL,
+                                        worker_main, srv);
+                if (rc != 0) {
+                        snprintf(err, errlen, "cannot start workers: %s",
+                                 strerror(rc));
+                        return -1;
+                }
+        }
+        return 0;
+}
+
+/* Lets the workers finish the queue, then joins them. */
+static void stop_workers(struct http_server *srv)
+{
+        pthread_mutex_lock(&srv->lock);
+        srv->workers_quit = true;
+        pthread_cond_broadcast(&srv->jobs);
+        pthread_mutex_unlock(&srv->lock);
+        for (int i = 0; i < srv->nworkers; i++)
+                pthread_join(srv->workers[i], NULL);
+        free(srv->workers);
+        srv->workers = NULL;
+        srv->nworkers = 0;
+        srv->workers_quit = false;
+}
+
 /* True when the request announces a body (a length above 0, or chunks). */
 static bool request_has_body(const struct http_request *req)
 {
@@ -374,9 +461,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                 return MHD_YES;
         }
 
-        /* The end of the body: run the handler and answer. */
+        /* The end of the body: run the handler and answer.  Engine work
+         * goes to a worker while the connection sleeps; MHD calls again
+         * once the worker resumes it, and the answer goes out then. */
         if (req->queued)
                 return MHD_YES;
+        if (!req->answered && !req->offloaded && wants_worker(req)) {
+                req->offloaded = true;
+                MHD_suspend_connection(conn);
+                job_push(srv, req);
+                return MHD_YES;
+        }
         if (!req->answered)
                 request_run(req);
         return http_reply_queue(req);
@@ -530,16 +625,22 @@ int http_server_start(struct http_server *srv, char *err, size_t errlen)
         /* The pool threads poll the one listening socket; ITC lets stop
          * wake them and lets quiesce hand the socket back. */
         unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
-                         MHD_USE_ITC | MHD_USE_ERROR_LOG;
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
         if (srv->addr.ss_family == AF_INET6)
                 flags |= MHD_USE_IPv6;
         srv->running = true;
+        /* A pool of one is no pool: MHD wants the option left out. */
+        struct MHD_OptionItem pool[] = {
+                {MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.threads, NULL},
+                {MHD_OPTION_END, 0, NULL},
+        };
+        if (srv->cfg.threads < 2)
+                pool[0] = pool[1];
         srv->daemon = MHD_start_daemon(
                 flags, 0, NULL, NULL, on_request, srv,
                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
                 MHD_OPTION_LISTEN_SOCKET, (MHD_socket)srv->listen_fd,
-                MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)srv->cfg.threads,
-                MHD_OPTION_CONNECTION_LIMIT,
+                MHD_OPTION_ARRAY, pool, MHD_OPTION_CONNECTION_LIMIT,
                 (unsigned int)srv->cfg.max_connections,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                 (size_t)srv->cfg.max_header_bytes,
@@ -549,6 +650,13 @@ int http_server_start(struct http_server *srv, char *err, size_t errlen)
         if (!srv->daemon) {
                 snprintf(err, errlen, "listen %s: libmicrohttpd did not start",
                          srv->listen);
+                srv->running = false;
+                goto fail;
+        }
+        if (start_workers(srv, err, errlen) != 0) {
+                stop_workers(srv);
+                MHD_stop_daemon(srv->daemon);
+                srv->daemon = NULL;
                 srv->running = false;
                 goto fail;
         }
@@ -598,7 +706,10 @@ void http_server_stop(struct http_server *srv)
                          "after %d s.",
                          left, srv->cfg.shutdown_grace_s);
 
-        /* Idle keep-alive connections close here. */
+        /* Workers finish what they hold (MHD must not stop with a
+         * connection suspended); idle keep-alive connections close with
+         * the daemon. */
+        stop_workers(srv);
         MHD_stop_daemon(srv->daemon);
         srv->daemon = NULL;
         srv->running = false;
@@ -620,6 +731,7 @@ void http_server_free(struct http_server *srv)
                 http_router_free(srv->routes[i]);
         free(srv->routes);
         http_gate_free(srv->gate);
+        pthread_cond_destroy(&srv->jobs);
         pthread_cond_destroy(&srv->idle);
         pthread_mutex_destroy(&srv->lock);
         free(srv->listen);

@@ -344,7 +344,7 @@ static int start(void **state)
         struct http_config cfg;
         http_config_default(&cfg);
         cfg.listen = "127.0.0.1:0";
-        cfg.threads = 4;
+        cfg.threads = 1; /* one pool thread: offloading must keep it free */
         cfg.max_body_bytes = 64 * 1024;
         cfg.gate_slots = 1;
         cfg.gate_queue = 0;
@@ -825,6 +825,14 @@ static void test_gate(void **state)
         assert_true(atoi(r.retry_after) >= 1);
         resp_free(&r);
 
+        /* The recognition runs on a worker: the one pool thread still
+         * answers everyone else. */
+        for (int i = 0; i < 5; i++) {
+                request("GET", "/healthz", NULL, NULL, &r);
+                assert_int_equal(r.status, 200);
+                resp_free(&r);
+        }
+
         release_slow();
         pthread_join(t, NULL);
         assert_int_equal(first.status, 200);
@@ -834,6 +842,79 @@ static void test_gate(void **state)
         request("POST", "/slow", NULL, NULL, &r);
         assert_int_equal(r.status, 200);
         resp_free(&r);
+}
+
+struct client_arg {
+        const char *url;
+        struct resp r;
+};
+
+static void *post_client(void *arg)
+{
+        struct client_arg *a = arg;
+        CURL *c = curl_easy_init();
+        curl_easy_setopt(c, CURLOPT_URL, a->url);
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &a->r);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, &a->r);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+        if (curl_easy_perform(c) == CURLE_OK)
+                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->r.status);
+        curl_easy_cleanup(c);
+        return NULL;
+}
+
+/* One slot and one queue place: the second request waits and times out,
+ * a third finds the queue full; both get 503 with Retry-After. */
+static void test_gate_queue(void **state)
+{
+        struct http_config cfg;
+        http_config_default(&cfg);
+        cfg.listen = "127.0.0.1:0";
+        cfg.access_log = "";
+        cfg.gate_slots = 1;
+        cfg.gate_queue = 1;
+        cfg.gate_wait_ms = 300;
+        char err[256];
+        struct http_server *s2 = http_server_new(&cfg, err, sizeof err);
+        assert_non_null(s2);
+        http_route(s2, "POST", "/slow", on_slow, HTTP_ROUTE_GATED, NULL);
+        assert_int_equal(http_server_start(s2, err, sizeof err), 0);
+        char url[96];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u/slow",
+                 (unsigned)http_server_port(s2));
+
+        seen.in_slow = 0;
+        seen.release = false;
+        struct client_arg a = {.url = url}, b = {.url = url}, c = {.url = url};
+        pthread_t ta, tb, tc;
+        pthread_create(&ta, NULL, post_client, &a);
+        wait_in_slow(1);
+
+        /* b waits in the queue; c arrives while it does. */
+        pthread_create(&tb, NULL, post_client, &b);
+        int in_use = 0, waiting = 0;
+        while (waiting < 1) {
+                usleep(1000);
+                http_gate_stats(http_server_gate(s2), &in_use, &waiting);
+        }
+        pthread_create(&tc, NULL, post_client, &c);
+        pthread_join(tc, NULL);
+        pthread_join(tb, NULL);
+        expect_error(&b.r, 503, "SERVER_BUSY", NULL);
+        expect_error(&c.r, 503, "SERVER_BUSY", NULL);
+        assert_int_equal(atoi(b.r.retry_after), 1);
+
+        release_slow();
+        pthread_join(ta, NULL);
+        assert_int_equal(a.r.status, 200);
+        resp_free(&a.r);
+        resp_free(&b.r);
+        resp_free(&c.r);
+        http_server_free(s2);
 }
 
 /* Prometheus text counts requests by route pattern and status. */
@@ -1022,6 +1103,7 @@ int main(void)
                 cmocka_unit_test(test_keep_alive),
                 cmocka_unit_test(test_stream),
                 cmocka_unit_test(test_gate),
+                cmocka_unit_test(test_gate_queue),
                 cmocka_unit_test(test_metrics),
                 cmocka_unit_test(test_access_log),
                 cmocka_unit_test(test_ipv6),
