@@ -81,7 +81,7 @@ json_t *audit_list_user(struct store *s, const char *user_id, int limit)
                 const char *addr = (const char *)sqlite3_column_text(st, 3);
                 const char *ua = (const char *)sqlite3_column_text(st, 4);
                 json_array_append_new(
-                        list, json_pack("{s:I, s:s, s:s, s:s?, s:s?}", "at",
+                        list, json_pack("{s:I, s:s, s:s, s:s*, s:s*}", "at",
                                         (json_int_t)sqlite3_column_int64(st, 0),
                                         "event", sqlite3_column_text(st, 1),
                                         "outcome", sqlite3_column_text(st, 2),
