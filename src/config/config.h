@@ -24,12 +24,11 @@ struct http_config;
 
 struct config {
         /* Where things are. */
-        char listen[CONFIG_STR];       /* 127.0.0.1:8080; [::1]:8080 */
-        char data_dir[CONFIG_STR];     /* ./data */
-        char model_dir[CONFIG_STR];    /* .deps/models */
-        char database_url[CONFIG_STR]; /* "" = SQLite in data_dir */
-        char access_log[CONFIG_STR];   /* "-" stdout, "" none, or a path */
-        char log_level[16];            /* debug, info, warn, error */
+        char listen[CONFIG_STR];     /* 127.0.0.1:8080; [::1]:8080 */
+        char data_dir[CONFIG_STR];   /* ./data */
+        char model_dir[CONFIG_STR];  /* .deps/models */
+        char access_log[CONFIG_STR]; /* "-" stdout, "" none, or a path */
+        char log_level[16];          /* debug, info, warn, error */
 
         /* Threads and limits. */
         int threads;                     /* inference threads per model run */
@@ -50,9 +49,8 @@ struct config {
         char trusted_proxies[CONFIG_STR]; /* comma-separated IPs/CIDRs */
 
         /* Dashboard and accounts. */
-        char public_url[CONFIG_STR];       /* base URL put in email links */
-        char dashboard_origin[CONFIG_STR]; /* allowed Origin of management */
-        char smtp_host[CONFIG_STR];        /* "" = write mail to the outbox */
+        char public_url[CONFIG_STR]; /* base URL put in email links */
+        char smtp_host[CONFIG_STR];  /* "" = write mail to the outbox */
         int smtp_port;
         bool smtp_starttls;
         char smtp_user[CONFIG_STR];
