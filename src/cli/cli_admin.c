@@ -5,6 +5,7 @@
  * Both open the store in the data directory (FRAPI_DATA_DIR, the config
  * file, or --data-dir) and print one JSON object on stdout.
  */
+#include "api/keyguard.h"
 #include "auth/apikey.h"
 #include "auth/ipallow.h"
 #include "cli/cli.h"
@@ -160,7 +161,51 @@ usage:
 static void keys_usage(FILE *to)
 {
         fprintf(to, "usage: frapi keys create --collection ID [--rpm N] "
-                    "[--allow CIDR]... [--name NAME] [--data-dir DIR]\n");
+                    "[--allow CIDR]... [--name NAME] [--data-dir DIR]\n"
+                    "       frapi keys revoke ID [--data-dir DIR]\n");
+}
+
+/* `frapi keys revoke ID`: the key fails with 401 API_KEY_REVOKED from
+ * its next request on, even on a running server.  Revoking twice keeps
+ * the first time. */
+static int keys_revoke(int argc, char **argv)
+{
+        const char *id = NULL, *dir_flag = NULL;
+        char dir[CONFIG_STR];
+        struct store *s = NULL;
+        int rc = CLI_INTERNAL;
+
+        for (int i = 0; i < argc; i++) {
+                bool missing = false;
+                const char *v =
+                        flag_value(argc, argv, &i, "--data-dir", &missing);
+                if (v)
+                        dir_flag = v;
+                else if (missing || argv[i][0] == '-' || id)
+                        goto usage;
+                else
+                        id = argv[i];
+        }
+        if (!id)
+                goto usage;
+        if (data_dir(dir_flag, dir, sizeof dir) != 0 || !(s = open_store(dir)))
+                goto out;
+        enum store_status st = keyguard_revoke(s, id);
+        if (st == STORE_NOT_FOUND) {
+                fprintf(stderr, "frapi: no API key has the id %s\n", id);
+                rc = CLI_BAD_INPUT;
+                goto out;
+        }
+        if (st != STORE_OK && st != STORE_CONFLICT)
+                goto out;
+        rc = print_json(json_pack("{s:s, s:b, s:b}", "id", id, "revoked", 1,
+                                  "revoked_before", st == STORE_CONFLICT));
+out:
+        store_close(s);
+        return rc;
+usage:
+        keys_usage(stderr);
+        return CLI_USAGE;
 }
 
 /* Adds one --allow entry to list after checking it parses. */
@@ -191,6 +236,10 @@ int cli_keys(int argc, char **argv)
         int rc = CLI_USAGE;
 
         /* Arguments: the verb, then options in any order. */
+        if (argc >= 1 && strcmp(argv[0], "revoke") == 0) {
+                json_decref(allow);
+                return keys_revoke(argc - 1, argv + 1);
+        }
         if (!allow || argc < 1 || strcmp(argv[0], "create") != 0)
                 goto usage;
         for (int i = 1; i < argc; i++) {
