@@ -155,10 +155,10 @@ static json_t *body_of(struct http_request *req)
 }
 
 /* The client's address and user agent, for sessions and the audit. */
-static const char *address_of(struct http_request *req)
+static const char *address_of(struct auth_service *svc,
+                              struct http_request *req)
 {
-        const char *a = http_request_peer_str(req);
-        return a ? a : "";
+        return auth_client_address(svc, req);
 }
 
 static const char *agent_of(struct http_request *req)
@@ -180,7 +180,7 @@ static void audit(struct auth_service *svc, struct http_request *req,
                   const struct account_user *u)
 {
         audit_record(svc->store, event, outcome, u ? u->id : NULL,
-                     u ? u->org_id : NULL, address_of(req), agent_of(req),
+                     u ? u->org_id : NULL, address_of(svc, req), agent_of(req),
                      NULL);
 }
 
@@ -219,7 +219,7 @@ static void reply_tokens(struct auth_service *svc, struct http_request *req,
                          const struct account_user *u)
 {
         json_t *tokens =
-                auth_login_tokens(svc, u, address_of(req), agent_of(req));
+                auth_login_tokens(svc, u, address_of(svc, req), agent_of(req));
         if (!tokens) {
                 internal(req);
                 return;
@@ -324,7 +324,7 @@ static void reply_mail_requested(struct auth_service *svc,
         json_t *body = body_of(req);
         if (!body || !field_email(req, body, &email))
                 return;
-        if (auth_request_mail(svc, email, verify, address_of(req),
+        if (auth_request_mail(svc, email, verify, address_of(svc, req),
                               agent_of(req)) != 0) {
                 http_reply_header(req, "Retry-After", "5");
                 http_reply_error(req, 503, "SERVER_BUSY",
@@ -398,7 +398,7 @@ static void h_login(struct http_request *req, void *userdata)
         snprintf(acct, sizeof acct, "acct:%s", email);
         for (char *p = acct; *p; p++)
                 *p = (char)tolower((unsigned char)*p);
-        snprintf(addr, sizeof addr, "addr:%s", address_of(req));
+        snprintf(addr, sizeof addr, "addr:%s", address_of(svc, req));
         if (!login_allowed(svc, req, acct, addr))
                 return;
 
@@ -608,7 +608,7 @@ static void h_refresh(struct http_request *req, void *userdata)
         /* Rotate; a second use of a spent token ends the session (S4). */
         enum account_status st =
                 account_refresh_rotate(svc->store, old, svc->set.refresh_ttl_s,
-                                       address_of(req), sid, uid, next);
+                                       address_of(svc, req), sid, uid, next);
         if (st == ACCOUNT_OK &&
             account_by_id(svc->store, uid, &u) != ACCOUNT_OK)
                 st = ACCOUNT_ERROR;
@@ -617,7 +617,8 @@ static void h_refresh(struct http_request *req, void *userdata)
                 break;
         case ACCOUNT_REUSED:
                 audit_record(svc->store, "refresh", "reuse_session_revoked",
-                             uid, NULL, address_of(req), agent_of(req), sid);
+                             uid, NULL, address_of(svc, req), agent_of(req),
+                             sid);
                 log_warn("auth",
                          "A spent refresh token of session %s was "
                          "presented again; the session is ended.",
@@ -715,8 +716,8 @@ static void h_logout(struct http_request *req, void *userdata)
                 internal(req);
                 return;
         }
-        audit_record(svc->store, "logout", "ok", uid, NULL, address_of(req),
-                     agent_of(req), sid);
+        audit_record(svc->store, "logout", "ok", uid, NULL,
+                     address_of(svc, req), agent_of(req), sid);
         http_reply_data(req, 200, json_pack("{s:b}", "logged_out", 1));
 }
 
@@ -968,7 +969,7 @@ static void h_session_delete(struct http_request *req, void *userdata)
                 return;
         }
         audit_record(svc->store, "session_revoked", "ok", p->user_id, p->org_id,
-                     address_of(req), agent_of(req), id);
+                     address_of(svc, req), agent_of(req), id);
         http_reply_data(req, 200,
                         json_pack("{s:s, s:b}", "id", id, "revoked", 1));
 }

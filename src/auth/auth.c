@@ -103,6 +103,8 @@ int auth_settings_load(struct auth_settings *out, const struct config *cfg,
         snprintf(m->from, sizeof m->from, "%s",
                  cfg->smtp_from[0] ? cfg->smtp_from : "frapi@localhost");
         m->timeout_s = 30;
+        snprintf(out->trusted_proxies, sizeof out->trusted_proxies, "%s",
+                 cfg->trusted_proxies);
         return 0;
 }
 
@@ -345,6 +347,14 @@ struct auth_service *auth_service_start(struct store *s, const char *data_dir,
         svc->store = s;
         svc->set = *set;
 
+        /* Trusted proxies decide which address a request comes from. */
+        char err[256];
+        if (ipallow_list_parse_csv(set->trusted_proxies, &svc->trusted, err,
+                                   sizeof err) != 0) {
+                log_error("auth", "The trusted proxies are unusable: %s.", err);
+                goto fail;
+        }
+
         /* Tables, secret, mail, in the order a request needs them. */
         if (account_migrate(s) != 0 || audit_migrate(s) != 0 ||
             jwtauth_key_load(data_dir, &svc->key) != 0)
@@ -375,8 +385,10 @@ fail:
         if (svc)
                 mail_queue_stop(svc->mail);
         free(w);
-        if (svc)
+        if (svc) {
+                ipallow_list_free(&svc->trusted);
                 sodium_memzero(&svc->key, sizeof svc->key);
+        }
         free(svc);
         return NULL;
 }
@@ -397,8 +409,30 @@ void auth_service_stop(struct auth_service *svc)
         pthread_mutex_destroy(&w->lock);
         free(w);
         mail_queue_stop(svc->mail);
+        ipallow_list_free(&svc->trusted);
         sodium_memzero(&svc->key, sizeof svc->key);
         free(svc);
+}
+
+const char *auth_client_address(struct auth_service *svc,
+                                struct http_request *req)
+{
+        struct ipallow_addr peer, client;
+        socklen_t len = 0;
+        char *text = http_request_alloc(req, IPALLOW_ADDRSTRLEN);
+
+        /* Forwarding headers count only from a configured proxy. */
+        const struct sockaddr *sa = http_request_peer(req, &len);
+        if (!sa || ipallow_from_sockaddr(sa, &peer) != 0) {
+                const char *p = http_request_peer_str(req);
+                snprintf(text, IPALLOW_ADDRSTRLEN, "%s", p ? p : "");
+                return text;
+        }
+        ipallow_client(&peer, http_request_header(req, "X-Forwarded-For"),
+                       http_request_header(req, "Forwarded"), &svc->trusted,
+                       &client);
+        ipallow_format(&client, text);
+        return text;
 }
 
 char *auth_access_token(struct auth_service *svc, const struct account_user *u,

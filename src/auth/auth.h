@@ -9,6 +9,7 @@
 #define FRAPI_AUTH_AUTH_H
 
 #include "auth/account.h"
+#include "auth/ipallow.h"
 #include "auth/jwtauth.h"
 #include "mail/mail.h"
 #include "store/store.h"
@@ -22,18 +23,19 @@ struct http_request;
 /* Lifetimes and limits.  auth_settings_load() fills them from the
  * service configuration and the FRAPI_* variables named beside each. */
 struct auth_settings {
-        int access_ttl_s;      /* FRAPI_ACCESS_TOKEN_TTL_S, 3600 */
-        int refresh_ttl_s;     /* FRAPI_REFRESH_TOKEN_TTL_S, 30 days */
-        int verify_ttl_s;      /* FRAPI_VERIFY_TOKEN_TTL_S, 24 h */
-        int reset_ttl_s;       /* FRAPI_RESET_TOKEN_TTL_S, 1 h */
-        int challenge_ttl_s;   /* FRAPI_2FA_CHALLENGE_TTL_S, 5 min */
-        int login_window_s;    /* FRAPI_LOGIN_WINDOW_S, 15 min */
-        int login_max_account; /* FRAPI_LOGIN_MAX_PER_ACCOUNT, 5 */
-        int login_max_address; /* FRAPI_LOGIN_MAX_PER_ADDRESS, 20 */
-        int mail_retry_s;      /* FRAPI_MAIL_RETRY_S, 30 */
-        int mail_max_attempts; /* FRAPI_MAIL_MAX_ATTEMPTS, 8 */
-        char public_url[600];  /* base of links in mails */
-        char issuer[64];       /* name shown by authenticator apps */
+        int access_ttl_s;          /* FRAPI_ACCESS_TOKEN_TTL_S, 3600 */
+        int refresh_ttl_s;         /* FRAPI_REFRESH_TOKEN_TTL_S, 30 days */
+        int verify_ttl_s;          /* FRAPI_VERIFY_TOKEN_TTL_S, 24 h */
+        int reset_ttl_s;           /* FRAPI_RESET_TOKEN_TTL_S, 1 h */
+        int challenge_ttl_s;       /* FRAPI_2FA_CHALLENGE_TTL_S, 5 min */
+        int login_window_s;        /* FRAPI_LOGIN_WINDOW_S, 15 min */
+        int login_max_account;     /* FRAPI_LOGIN_MAX_PER_ACCOUNT, 5 */
+        int login_max_address;     /* FRAPI_LOGIN_MAX_PER_ADDRESS, 20 */
+        int mail_retry_s;          /* FRAPI_MAIL_RETRY_S, 30 */
+        int mail_max_attempts;     /* FRAPI_MAIL_MAX_ATTEMPTS, 8 */
+        char public_url[600];      /* base of links in mails */
+        char issuer[64];           /* name shown by authenticator apps */
+        char trusted_proxies[512]; /* whose X-Forwarded-For counts */
         struct smtp_config smtp;
 };
 
@@ -48,6 +50,7 @@ struct auth_service {
         struct jwtauth_key key;
         struct auth_settings set;
         struct auth_worker *worker;
+        struct ipallow_list trusted; /* proxies, for client addresses */
 };
 
 /* Who a dashboard request comes from, once auth_guard let it through. */
@@ -94,6 +97,11 @@ int auth_mail_verification(struct auth_service *svc,
  */
 int auth_request_mail(struct auth_service *svc, const char *email, bool verify,
                       const char *address, const char *user_agent);
+
+/* The client address of req as text (request memory): the socket peer,
+ * or the forwarded client when the peer is a trusted proxy. */
+const char *auth_client_address(struct auth_service *svc,
+                                struct http_request *req);
 
 /*
  * The before-body hook of dashboard routes (http_before_fn; userdata is
