@@ -1,0 +1,229 @@
+// API keys in force over real HTTP: rate limits (case S5 and the exact
+// 429 answer), IP allowlists with IPv4 and IPv6 (case S3, a server on
+// [::1]), chains of trusted proxies, revocation of a key while the server
+// runs, and allowlists checked when a key is made.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import {
+  admin, client, freePort, frapi, newTenant, root, startServer, tempDir,
+} from './lib/faceenv.mjs';
+
+let dataDir;
+let srv;
+
+before(async () => {
+  dataDir = tempDir();
+  srv = await startServer(dataDir, {
+    env: { FRAPI_TRUSTED_PROXIES: '10.0.0.0/8' },
+  });
+});
+
+after(async () => {
+  await srv?.stop();
+});
+
+// Waits, if needed, so that the next few seconds stay inside one minute:
+// the sliding window counts by minute.
+async function awayFromMinuteEnd() {
+  const s = new Date().getUTCSeconds();
+  if (s >= 55) await new Promise((r) => setTimeout(r, (61 - s) * 1000));
+}
+
+test('S5: 10 x N concurrent requests on one key let exactly N through',
+  async () => {
+    const N = 10;
+    const t = newTenant(dataDir, 's5', ['--rpm', String(N)]);
+    const call = client(srv.base, t.key);
+    await awayFromMinuteEnd();
+    const answers = await Promise.all(Array.from({ length: 10 * N },
+      () => call('GET', '/api/v1/faces')));
+    const ok = answers.filter((a) => a.status === 200);
+    const refused = answers.filter((a) => a.status === 429);
+    assert.equal(ok.length, N);
+    assert.equal(refused.length, 9 * N);
+    for (const a of refused) {
+      const n = Number(a.headers.get('retry-after'));
+      assert.ok(Number.isInteger(n) && n >= 1 && n <= 60, `Retry-After ${n}`);
+      assert.deepEqual(Object.keys(a.body).sort(), ['error', 'success']);
+      assert.equal(a.body.success, false);
+      assert.equal(a.body.error.code, 'RATE_LIMIT_EXCEEDED');
+      assert.equal(a.body.error.message,
+        `Rate limit exceeded. Try again in ${n} seconds.`);
+      assert.equal(a.headers.get('x-ratelimit-limit'), String(N));
+      assert.equal(a.headers.get('x-ratelimit-remaining'), '0');
+    }
+  });
+
+test('every keyed answer carries the X-RateLimit headers', async () => {
+  const t = newTenant(dataDir, 'headers', ['--rpm', '50']);
+  const call = client(srv.base, t.key);
+  await awayFromMinuteEnd();
+  const seen = [];
+  for (const p of ['/api/v1/faces', '/api/v1/faces/face_01M8YNOSUCHFACE0000000000',
+    '/api/v1/faces?limit=abc']) {
+    const a = await call('GET', p);
+    seen.push(a.status);
+    assert.equal(a.headers.get('x-ratelimit-limit'), '50');
+    const reset = Number(a.headers.get('x-ratelimit-reset'));
+    assert.ok(reset * 1000 > Date.now() && reset % 60 === 0, `reset ${reset}`);
+  }
+  assert.deepEqual(seen, [200, 404, 400]);
+  const remaining = Number((await call('GET', '/api/v1/faces'))
+    .headers.get('x-ratelimit-remaining'));
+  assert.equal(remaining, 50 - 4);
+
+  // Another key's budget is its own; no key, no headers.
+  const other = client(srv.base, newTenant(dataDir, 'h2', ['--rpm', '7']).key);
+  assert.equal((await other('GET', '/api/v1/faces'))
+    .headers.get('x-ratelimit-remaining'), '6');
+  const none = await client(srv.base, null)('GET', '/api/v1/faces');
+  assert.equal(none.status, 401);
+  assert.equal(none.headers.get('x-ratelimit-limit'), null);
+});
+
+test('S3: forwarded headers from an untrusted peer do not pass an allowlist',
+  async () => {
+    const t = newTenant(dataDir, 's3', ['--allow', '203.0.113.0/24',
+      '--allow', '2001:db8::/32']);
+    const call = client(srv.base, t.key);
+    for (const headers of [
+      { 'X-Forwarded-For': '203.0.113.5' },
+      { 'X-Real-IP': '203.0.113.5' },
+      { Forwarded: 'for=203.0.113.5' },
+      { 'X-Forwarded-For': '203.0.113.5', 'X-Real-IP': '203.0.113.5',
+        Forwarded: 'for="[2001:db8::1]"' },
+    ]) {
+      const a = await call('GET', '/api/v1/faces', { headers });
+      assert.equal(a.status, 403, JSON.stringify(headers));
+      assert.equal(a.body.error.code, 'IP_NOT_ALLOWED');
+      assert.match(a.body.error.message, /127\.0\.0\.1/);
+    }
+
+    // The same server lets the key in from an allowed address.
+    const local = newTenant(dataDir, 's3b', ['--allow', '127.0.0.0/8']);
+    assert.equal((await client(srv.base, local.key)('GET', '/api/v1/faces'))
+      .status, 200);
+  });
+
+test('a chain of trusted proxies: the right-most untrusted address counts',
+  async () => {
+    // This server trusts 127.0.0.1 (the test itself) and 10.0.0.0/8.
+    const dir = tempDir();
+    const t = newTenant(dir, 'chain', ['--allow', '203.0.113.0/24',
+      '--allow', '2001:db8::/32']);
+    const px = await startServer(dir, {
+      env: { FRAPI_TRUSTED_PROXIES: '127.0.0.1, 10.0.0.0/8' },
+    });
+    try {
+      const call = client(px.base, t.key);
+      const cases = [
+        [{}, 403],
+        [{ 'X-Forwarded-For': '203.0.113.7' }, 200],
+        [{ 'X-Forwarded-For': '198.51.100.1, 203.0.113.7, 10.2.3.4' }, 200],
+        [{ 'X-Forwarded-For': '203.0.113.7, 198.51.100.1, 10.2.3.4' }, 403],
+        [{ 'X-Forwarded-For': '203.0.113.7:4711' }, 200],
+        [{ 'X-Forwarded-For': '[2001:db8::9]:443, 10.0.0.1' }, 200],
+        [{ Forwarded: 'for="[2001:db8:cafe::17]:4711";proto=https' }, 200],
+        [{ Forwarded: 'for=198.51.100.1, for=203.0.113.9' }, 200],
+        [{ Forwarded: 'for=unknown' }, 403],
+        [{ 'X-Forwarded-For': 'garbage, 10.0.0.1' }, 403],
+        [{ 'X-Forwarded-For': '203.0.113.7', Forwarded: 'for=198.51.100.1' },
+          403],
+        [{ 'X-Real-IP': '203.0.113.7' }, 403],
+      ];
+      for (const [headers, want] of cases) {
+        const a = await call('GET', '/api/v1/faces', { headers });
+        assert.equal(a.status, want, `${JSON.stringify(headers)}: ${a.text}`);
+        if (want === 403) assert.equal(a.body.error.code, 'IP_NOT_ALLOWED');
+      }
+    } finally {
+      await px.stop();
+    }
+  });
+
+// Starts the server on [::1]; resolves once it answers.
+async function startOnIPv6(dir) {
+  const port = await freePort();
+  const proc = spawn(frapi, ['serve', '--listen', `[::1]:${port}`,
+    '--data-dir', dir, '--access-log', ''], {
+    cwd: root, env: { ...process.env, FRAPI_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  proc.stderr.on('data', (d) => { log += d; });
+  const base = `http://[::1]:${port}`;
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    try {
+      if ((await fetch(`${base}/readyz`)).status === 200) break;
+    } catch { /* not yet */ }
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`no server on [::1]:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const exited = new Promise((r) => proc.once('exit', r));
+  return {
+    base,
+    async stop() { proc.kill('SIGTERM'); await exited; },
+  };
+}
+
+test('IPv6 allowlists on a server listening on [::1]', async () => {
+  const dir = tempDir();
+  const exact = newTenant(dir, 'v6a', ['--allow', '::1/128']);
+  const range = newTenant(dir, 'v6b', ['--allow', '::/127']);
+  const other = newTenant(dir, 'v6c', ['--allow', '2001:db8::/32']);
+  const v4only = newTenant(dir, 'v6d', ['--allow', '127.0.0.0/8']);
+  const open = newTenant(dir, 'v6e');
+  const s6 = await startOnIPv6(dir);
+  try {
+    const get = async (t) => client(s6.base, t.key)('GET', '/api/v1/faces');
+    assert.equal((await get(exact)).status, 200);
+    assert.equal((await get(range)).status, 200);
+    assert.equal((await get(open)).status, 200);
+    const refused = await get(other);
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.error.code, 'IP_NOT_ALLOWED');
+    assert.match(refused.body.error.message, /::1/);
+    assert.equal((await get(v4only)).status, 403);
+  } finally {
+    await s6.stop();
+  }
+});
+
+test('a revoked key fails at once, on the running server', async () => {
+  const t = newTenant(dataDir, 'revoke');
+  const call = client(srv.base, t.key);
+  assert.equal((await call('GET', '/api/v1/faces')).status, 200);
+  const out = admin(dataDir, 'keys', 'revoke', t.keyId);
+  assert.equal(out.revoked, true);
+  assert.equal(out.revoked_before, false);
+  const a = await call('GET', '/api/v1/faces');
+  assert.equal(a.status, 401);
+  assert.equal(a.body.error.code, 'API_KEY_REVOKED');
+  assert.equal(admin(dataDir, 'keys', 'revoke', t.keyId).revoked_before, true);
+  assert.throws(() => admin(dataDir, 'keys', 'revoke', 'key_nosuchkey'),
+    (e) => e.status === 3);
+});
+
+test('malformed allowlist entries are refused when the key is made',
+  async () => {
+    const col = admin(dataDir, 'collections', 'create', 'bad-allow');
+    for (const entry of ['10.0.0.0/33', '1.2.3', '::g', '', '10.0.0.1/8']) {
+      let err;
+      try {
+        execFileSync(frapi, ['keys', 'create', '--collection', col.id,
+          '--allow', entry, '--data-dir', dataDir],
+        { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      } catch (e) {
+        err = e;
+      }
+      assert.ok(err, `entry "${entry}" was accepted`);
+      assert.equal(err.status, 2);
+      assert.ok(err.stderr.toString().includes(`"${entry}"`),
+        err.stderr.toString());
+    }
+  });
