@@ -321,8 +321,10 @@ enum account_status account_token_issue(struct store *s, const char *id,
         if (!db)
                 return ACCOUNT_ERROR;
 
-        /* A newer link voids the older ones of the same kind. */
-        if (run(db, query(db,
+        /* A newer mail link voids the older ones of the same kind;
+         * login challenges of two devices may be open side by side. */
+        if (kind != ACCOUNT_TOKEN_CHALLENGE &&
+            run(db, query(db,
                           "UPDATE auth_tokens SET used_ms = ? WHERE "
                           "user_id = ? AND kind = ? AND used_ms = 0",
                           "isi", now, id, (int64_t)kind)) < 0)

@@ -85,7 +85,8 @@ enum account_status account_set_password(struct store *s, const char *id,
                                          const char *hash);
 
 /* Issues a new token of kind for user id valid ttl_s seconds, voiding the
- * user's older open tokens of the same kind.  token receives the secret
+ * user's older open tokens of the same kind (mail links only: challenges
+ * of several devices stay open side by side).  token receives the secret
  * (only its digest is stored). */
 enum account_status account_token_issue(struct store *s, const char *id,
                                         enum account_token_kind kind, int ttl_s,

@@ -509,3 +509,32 @@ test('without SMTP the mail goes to the outbox that `frapi outbox` prints', asyn
     await bare.stop();
   }
 });
+
+test('concurrent uses of one refresh token or one TOTP code: exactly one wins', async () => {
+  const email = newEmail('race');
+  await registerVerified(email);
+  const t = await login(email);
+
+  // Eight refreshes with the same token at once.
+  const rs = await Promise.all(Array.from({ length: 8 },
+    () => post('/refresh', { refresh_token: t.refresh_token })));
+  assert.equal(rs.filter((r) => r.status === 200).length, 1);
+  assert.equal(rs.filter((r) => r.status === 401).length, 7);
+
+  // Two challenges, the same fresh code on both at once.
+  const t2 = await login(email);
+  const setup = await post('/2fa/setup', { password: PASSWORD }, { token: t2.access_token });
+  const { secret } = setup.body.data;
+  const step = stepNow();
+  assert.equal((await post('/2fa/enable', { code: totpAt(secret, step) },
+    { token: t2.access_token })).status, 200);
+  const chs = await Promise.all([0, 1, 2, 3].map(async () =>
+    (await post('/login', { email, password: PASSWORD })).body.data.challenge));
+  const code = totpAt(secret, step + 1);
+  const vs = await Promise.all(chs.map((challenge) =>
+    post('/2fa/verify', { challenge, code })));
+  assert.equal(vs.filter((r) => r.status === 200).length, 1);
+  for (const r of vs.filter((x) => x.status !== 200)) {
+    assert.equal(r.body.error.code, 'TOTP_CODE_ALREADY_USED');
+  }
+});
