@@ -1,0 +1,245 @@
+// The face API end to end over real HTTP: faces cut out of the sample
+// group photos are enrolled, identified in their group photos, verified,
+// listed page by page, changed, deleted, and found again after a
+// restart of the server.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  centre, client, faceFixtures, newTenant, part, startServer, tempDir,
+} from './lib/faceenv.mjs';
+
+let dataDir;
+let srv;
+let call;
+let tenant;
+let fx;
+const enrolled = [];
+const deleted = new Set();
+
+before(async () => {
+  dataDir = tempDir();
+  tenant = newTenant(dataDir, 'Staff');
+  fx = faceFixtures();
+  srv = await startServer(dataDir);
+  call = client(srv.base, tenant.key);
+});
+
+after(async () => {
+  await srv?.stop();
+});
+
+// The face of an identify answer nearest to box.
+function nearest(faces, box) {
+  const [cx, cy] = centre(box);
+  let best = null;
+  let bestD = Infinity;
+  for (const f of faces) {
+    const [x, y] = centre(f.box);
+    const d = (x - cx) ** 2 + (y - cy) ** 2;
+    if (d < bestD) { bestD = d; best = f; }
+  }
+  return best;
+}
+
+// Identifies every sample photo and checks each live enrolled face is
+// the top candidate of its own face in its photo.
+async function identifyAll() {
+  for (let n = 1; n <= 6; n++) {
+    const mine = enrolled.filter((e) => e.sample === n);
+    const r = await call('POST', '/api/v1/identify', {
+      form: { image: part(fx.faces.find((f) => f.sample === n).photo) },
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.ok(r.body.data.faces.length >= mine.length);
+    for (const e of mine) {
+      const face = nearest(r.body.data.faces, e.box);
+      const ids = face.candidates.map((c) => c.face_id);
+      if (deleted.has(e.id)) {
+        assert.ok(!ids.includes(e.id), `deleted ${e.id} came back`);
+        continue;
+      }
+      assert.equal(ids[0], e.id, `sample ${n} face ${e.index}: ${r.text}`);
+      assert.equal(face.candidates[0].external_id, e.ext);
+      assert.ok(face.candidates[0].similarity >= r.body.data.threshold);
+    }
+    for (const f of r.body.data.faces) {
+      for (const c of f.candidates) assert.ok(!deleted.has(c.face_id));
+    }
+  }
+}
+
+test('enroll every face cut from the group photos', async () => {
+  for (const f of fx.faces) {
+    const ext = `p${f.sample}-${f.index}`;
+    const r = await call('POST', '/api/v1/faces', {
+      form: {
+        image: part(f.file),
+        name: `Person ${f.sample}.${f.index}`,
+        external_id: ext,
+        metadata: JSON.stringify({ sample: f.sample, index: f.index }),
+      },
+    });
+    if (r.status !== 201) {
+      // A crop the engine judges unusable must say why, never fail.
+      assert.equal(r.status, 422, r.text);
+      assert.ok(['NO_FACE_DETECTED', 'FACE_QUALITY_TOO_LOW',
+        'MULTIPLE_FACES'].includes(r.body.error.code), r.text);
+      continue;
+    }
+    const d = r.body.data;
+    assert.match(d.id, /^face_[0-9A-HJKMNP-TV-Z]{26}$/);
+    assert.equal(d.collection_id, tenant.collection.id);
+    assert.equal(d.external_id, ext);
+    assert.deepEqual(d.metadata, { sample: f.sample, index: f.index });
+    assert.equal(d.faces_detected, 1);
+    assert.ok(d.box.width > 100 && d.box.height > 100);
+    // Look-alikes already enrolled are reported, never the same person.
+    assert.ok(Array.isArray(d.possible_duplicate_of));
+    for (const dup of d.possible_duplicate_of) {
+      assert.notEqual(dup.external_id, ext);
+      assert.ok(dup.similarity >= tenant.collection.match_threshold);
+    }
+    assert.equal(typeof d.model_version, 'string');
+    assert.match(d.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    enrolled.push({ ...f, id: d.id, ext });
+  }
+  // Turned-away heads are refused (profile); most crops are frontal.
+  assert.ok(enrolled.length >= Math.ceil(fx.faces.length * 0.5),
+    `only ${enrolled.length} of ${fx.faces.length} faces enrolled`);
+});
+
+test('identify finds each enrolled face in its group photo', async () => {
+  await identifyAll();
+});
+
+test('identify reports every face, with a box, up to max_faces', async () => {
+  const photo = fx.faces.find((f) => f.sample === 5).photo;
+  const all = await call('POST', '/api/v1/identify',
+    { form: { image: part(photo) } });
+  assert.equal(all.status, 200);
+  const n = all.body.data.faces.length;
+  assert.ok(n >= 4, all.text);
+  const two = await call('POST', '/api/v1/identify',
+    { form: { image: part(photo), max_faces: '2' } });
+  assert.equal(two.body.data.faces.length, 2);
+
+  // Grouped by person: one entry per external_id, with its face ids.
+  const g = await call('POST', '/api/v1/identify',
+    { form: { image: part(photo), group_by: 'external_id' } });
+  assert.equal(g.status, 200, g.text);
+  for (const f of g.body.data.faces) {
+    for (const c of f.candidates) {
+      assert.ok(Array.isArray(c.face_ids) && c.face_ids.length >= 1);
+    }
+  }
+});
+
+test('verify: the same person matches, different people do not', async () => {
+  const [a, b] = enrolled;
+  const same = await call('POST', '/api/v1/verify',
+    { form: { image_a: part(a.file), image_b: part(a.file2) } });
+  assert.equal(same.status, 200, same.text);
+  assert.equal(same.body.data.match, true, same.text);
+  assert.ok(same.body.data.similarity >= same.body.data.threshold);
+
+  const diff = await call('POST', '/api/v1/verify',
+    { form: { image_a: part(a.file), image_b: part(b.file) } });
+  assert.equal(diff.status, 200);
+  assert.equal(diff.body.data.match, false, diff.text);
+
+  // Against the stored face, by id and by person.
+  const byId = await call('POST', '/api/v1/verify',
+    { form: { image_a: part(a.file2), face_id: a.id } });
+  assert.equal(byId.status, 200, byId.text);
+  assert.equal(byId.body.data.match, true);
+  assert.equal(byId.body.data.face_b.face_id, a.id);
+  const byExt = await call('POST', '/api/v1/verify',
+    { json: { image_a: (await import('node:fs')).readFileSync(b.file2)
+      .toString('base64'), external_id: b.ext } });
+  assert.equal(byExt.status, 200, byExt.text);
+  assert.equal(byExt.body.data.match, true);
+  assert.equal(byExt.body.data.face_b.face_id, b.id);
+});
+
+test('list: newest first, cursor pages cover every face once', async () => {
+  const seen = [];
+  let cursor = null;
+  let pages = 0;
+  do {
+    const q = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+    const r = await call('GET', `/api/v1/faces?limit=5${q}`);
+    assert.equal(r.status, 200, r.text);
+    assert.ok(r.body.data.faces.length <= 5);
+    seen.push(...r.body.data.faces);
+    cursor = r.body.data.next_cursor;
+    assert.equal(r.body.data.has_more, cursor !== null);
+    pages++;
+  } while (cursor && pages < 100);
+  assert.equal(seen.length, enrolled.length);
+  assert.equal(new Set(seen.map((f) => f.id)).size, enrolled.length);
+  const expected = enrolled.map((e) => e.id).reverse();
+  assert.deepEqual(seen.map((f) => f.id), expected);
+
+  // Default limit, and the external_id filter.
+  const all = await call('GET', '/api/v1/faces');
+  assert.equal(all.body.data.faces.length, Math.min(50, enrolled.length));
+  const one = await call('GET',
+    `/api/v1/faces?external_id=${encodeURIComponent(enrolled[2].ext)}`);
+  assert.deepEqual(one.body.data.faces.map((f) => f.id), [enrolled[2].id]);
+});
+
+test('get and patch a face', async () => {
+  const e = enrolled[3];
+  const got = await call('GET', `/api/v1/faces/${e.id}`);
+  assert.equal(got.status, 200);
+  assert.equal(got.body.data.external_id, e.ext);
+
+  const p = await call('PATCH', `/api/v1/faces/${e.id}`, {
+    json: { name: 'Renamed', metadata: { role: 'lead' } },
+  });
+  assert.equal(p.status, 200, p.text);
+  assert.equal(p.body.data.name, 'Renamed');
+  assert.deepEqual(p.body.data.metadata, { role: 'lead' });
+  assert.equal(p.body.data.external_id, e.ext);
+  assert.ok(p.body.data.updated_at >= p.body.data.created_at);
+
+  const again = await call('GET', `/api/v1/faces/${e.id}`);
+  assert.equal(again.body.data.name, 'Renamed');
+
+  // Re-labelling moves the face to another person.
+  const relabel = await call('PATCH', `/api/v1/faces/${e.id}`,
+    { json: { external_id: `${e.ext}-new` } });
+  assert.equal(relabel.body.data.external_id, `${e.ext}-new`);
+  e.ext = `${e.ext}-new`;
+});
+
+test('delete: gone from get, list and identify', async () => {
+  const victims = [enrolled[0], enrolled[enrolled.length - 1]];
+  for (const v of victims) {
+    const d = await call('DELETE', `/api/v1/faces/${v.id}`);
+    assert.equal(d.status, 200, d.text);
+    assert.deepEqual(d.body.data, { id: v.id, deleted: true });
+    deleted.add(v.id);
+    const g = await call('GET', `/api/v1/faces/${v.id}`);
+    assert.equal(g.status, 404);
+    assert.equal(g.body.error.code, 'FACE_NOT_FOUND');
+  }
+  const list = await call('GET', '/api/v1/faces?limit=500');
+  assert.equal(list.body.data.faces.length, enrolled.length - deleted.size);
+  await identifyAll();
+});
+
+test('a restarted server finds every face again', async () => {
+  const stopped = await srv.stop();
+  assert.equal(stopped.code, 0, srv.log());
+  srv = await startServer(dataDir);
+  call = client(srv.base, tenant.key);
+
+  const list = await call('GET', '/api/v1/faces?limit=500');
+  assert.equal(list.body.data.faces.length, enrolled.length - deleted.size);
+  for (const e of enrolled) {
+    const g = await call('GET', `/api/v1/faces/${e.id}`);
+    assert.equal(g.status, deleted.has(e.id) ? 404 : 200);
+  }
+  await identifyAll();
+});
