@@ -648,7 +648,11 @@ static void test_before_body_hook(void **state)
                 curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
                 curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
                 curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-                curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+                curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+                /* Wait for the server's word as long as it takes, so a
+                 * slow (sanitizer) build is not mistaken for a silent
+                 * one; the hook must answer before any body is sent. */
+                curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 20000L);
                 assert_int_equal(curl_easy_perform(c), CURLE_OK);
                 curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
                 curl_off_t sent = 0;
@@ -959,7 +963,7 @@ static void test_access_log(void **state)
         char needle[80];
         snprintf(needle, sizeof needle, "req=%s", r.request_id);
         char *text = NULL;
-        for (int tries = 0; tries < 100; tries++) {
+        for (int tries = 0; tries < 250; tries++) {
                 FILE *f = fopen(access_path, "r");
                 assert_non_null(f);
                 free(text);
