@@ -14,6 +14,8 @@
 #include <time.h>
 
 #define UA_MAX 300
+/* Reset or verification mails one address may be sent in an hour. */
+#define MAIL_REQUESTS_PER_HOUR 5
 
 /*
  * Validate-or-respond helpers: each returns true with the value, or false
@@ -321,10 +323,23 @@ static void reply_mail_requested(struct auth_service *svc,
                                  struct http_request *req, bool verify)
 {
         const char *email;
+        char subject[ACCOUNT_EMAIL_MAX + 8];
+        int retry = 0;
         json_t *body = body_of(req);
         if (!body || !field_email(req, body, &email))
                 return;
-        if (auth_request_mail(svc, email, verify, address_of(svc, req),
+
+        /* At most a few mails an hour per address, whoever asks; over
+         * that the answer stays the same and nothing is sent. */
+        snprintf(subject, sizeof subject, "mail:%s", email);
+        for (char *p = subject; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+        bool flood = account_throttle_check(svc->store, subject,
+                                            MAIL_REQUESTS_PER_HOUR, 3600,
+                                            &retry) != ACCOUNT_OK;
+        account_throttle_fail(svc->store, subject);
+        if (!flood &&
+            auth_request_mail(svc, email, verify, address_of(svc, req),
                               agent_of(req)) != 0) {
                 http_reply_header(req, "Retry-After", "5");
                 http_reply_error(req, 503, "SERVER_BUSY",

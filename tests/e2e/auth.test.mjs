@@ -538,3 +538,18 @@ test('concurrent uses of one refresh token or one TOTP code: exactly one wins', 
     assert.equal(r.body.error.code, 'TOTP_CODE_ALREADY_USED');
   }
 });
+
+test('mail requests for one address are capped, with the same answer', async () => {
+  const email = newEmail('flood');
+  await registerVerified(email);
+  const answers = [];
+  for (let i = 0; i < 7; i++) answers.push(await post('/forgot-password', { email }));
+  for (const a of answers) {
+    assert.equal(a.status, 202);
+    assert.deepEqual(a.body.data, answers[0].body.data);
+  }
+  // One verification mail, then five reset mails and no more.
+  await mail.waitFor(email, { after: 5 });
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  assert.equal(mail.count(email), 6);
+});
