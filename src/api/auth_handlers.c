@@ -470,12 +470,15 @@ static void h_login(struct http_request *req, void *userdata)
         reply_tokens(svc, req, &u);
 }
 
-/* Checks code (six digits) or a recovery code for u.  Returns NULL when
- * accepted, else the error code to answer. */
+/* Checks code (six digits) against the sealed secret, or a recovery
+ * code, for u.  Returns NULL when accepted, else the error code to
+ * answer. */
 static const char *second_factor(struct auth_service *svc,
-                                 struct account_user *u, const char *secret,
+                                 struct account_user *u, const char *sealed,
                                  const char *code, const char *recovery)
 {
+        char secret[TOTP_SECRET_B32_SIZE];
+        const char *refused = "INVALID_TOTP_CODE";
         long long step;
 
         if (recovery)
@@ -483,21 +486,34 @@ static const char *second_factor(struct auth_service *svc,
                                        ACCOUNT_OK
                                ? NULL
                                : "INVALID_RECOVERY_CODE";
+
+        /* A secret sealed under another token secret cannot be used. */
+        if (auth_totp_open(svc, sealed, secret) != 0) {
+                log_error("auth",
+                          "The TOTP secret of %s cannot be opened; "
+                          "was jwt.secret replaced?",
+                          u->id);
+                return refused;
+        }
         switch (totp_check(secret, code, time(NULL), u->totp_last_step,
                            &step)) {
         case TOTP_ACCEPTED:
                 /* Claimed atomically: two requests cannot both win. */
-                return account_totp_claim(svc->store, u->id, step) == ACCOUNT_OK
-                               ? NULL
-                               : "TOTP_CODE_ALREADY_USED";
+                refused = account_totp_claim(svc->store, u->id, step) ==
+                                          ACCOUNT_OK
+                                  ? NULL
+                                  : "TOTP_CODE_ALREADY_USED";
+                break;
         case TOTP_REPLAYED:
-                return "TOTP_CODE_ALREADY_USED";
+                refused = "TOTP_CODE_ALREADY_USED";
+                break;
         case TOTP_MALFORMED:
         case TOTP_WRONG:
         case TOTP_ERROR:
                 break;
         }
-        return "INVALID_TOTP_CODE";
+        sodium_memzero(secret, sizeof secret);
+        return refused;
 }
 
 /* Answers the 401 of a refused second factor. */
@@ -852,8 +868,10 @@ static void h_2fa_setup(struct http_request *req, void *userdata)
         }
 
         /* A new secret, kept pending until a code proves the app has it. */
+        char sealed[ACCOUNT_TOTP_FIELD];
         if (totp_secret_new(secret) != 0 ||
-            account_totp_pending(svc->store, u.id, secret) != ACCOUNT_OK) {
+            auth_totp_seal(svc, secret, sealed) != 0 ||
+            account_totp_pending(svc->store, u.id, sealed) != ACCOUNT_OK) {
                 internal(req);
                 return;
         }

@@ -26,6 +26,8 @@
 #define ACCOUNT_EMAIL_MAX      254
 #define ACCOUNT_NAME_MAX       200
 #define ACCOUNT_RECOVERY_CODES 10
+/* A TOTP secret as stored: sealed (see auth_totp_seal), as hex. */
+#define ACCOUNT_TOTP_FIELD 160
 
 enum account_status {
         ACCOUNT_OK = 0,
@@ -54,9 +56,9 @@ struct account_user {
         char password_hash[PASSWORD_HASH_SIZE];
         int64_t verified_ms; /* 0 until the email is verified */
         bool totp_enabled;
-        char totp_secret[TOTP_SECRET_B32_SIZE];  /* "" unless enabled */
-        char totp_pending[TOTP_SECRET_B32_SIZE]; /* set up, not enabled */
-        long long totp_last_step;                /* -1 when none used */
+        char totp_secret[ACCOUNT_TOTP_FIELD];  /* "" unless enabled */
+        char totp_pending[ACCOUNT_TOTP_FIELD]; /* set up, not enabled */
+        long long totp_last_step;              /* -1 when none used */
         int64_t created_ms;
 };
 

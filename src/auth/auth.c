@@ -359,6 +359,8 @@ struct auth_service *auth_service_start(struct store *s, const char *data_dir,
         if (account_migrate(s) != 0 || audit_migrate(s) != 0 ||
             jwtauth_key_load(data_dir, &svc->key) != 0)
                 goto fail;
+        crypto_kdf_derive_from_key(svc->totp_key, sizeof svc->totp_key, 1,
+                                   "frapitot", svc->key.secret);
         svc->mail = mail_queue_start(s, &set->smtp, set->mail_retry_s,
                                      set->mail_max_attempts);
         if (!svc->mail)
@@ -411,7 +413,55 @@ void auth_service_stop(struct auth_service *svc)
         mail_queue_stop(svc->mail);
         ipallow_list_free(&svc->trusted);
         sodium_memzero(&svc->key, sizeof svc->key);
+        sodium_memzero(svc->totp_key, sizeof svc->totp_key);
         free(svc);
+}
+
+enum {
+        SEAL_NONCE = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+        SEAL_MAC = crypto_aead_xchacha20poly1305_ietf_ABYTES,
+        SEAL_PLAIN = TOTP_SECRET_B32_SIZE - 1,
+        SEAL_BYTES = SEAL_NONCE + SEAL_PLAIN + SEAL_MAC,
+};
+
+int auth_totp_seal(const struct auth_service *svc, const char *secret,
+                   char out[ACCOUNT_TOTP_FIELD])
+{
+        unsigned char box[SEAL_BYTES];
+        unsigned long long len = 0;
+
+        static_assert(SEAL_BYTES * 2 + 1 <= ACCOUNT_TOTP_FIELD,
+                      "sealed TOTP field too small");
+        if (strlen(secret) != SEAL_PLAIN)
+                return -1;
+
+        /* A random nonce in front, then the ciphertext and its tag. */
+        randombytes_buf(box, SEAL_NONCE);
+        crypto_aead_xchacha20poly1305_ietf_encrypt(
+                box + SEAL_NONCE, &len, (const unsigned char *)secret,
+                SEAL_PLAIN, NULL, 0, NULL, box, svc->totp_key);
+        assert(len == SEAL_PLAIN + SEAL_MAC);
+        sodium_bin2hex(out, ACCOUNT_TOTP_FIELD, box, sizeof box);
+        return 0;
+}
+
+int auth_totp_open(const struct auth_service *svc, const char *sealed,
+                   char out[TOTP_SECRET_B32_SIZE])
+{
+        unsigned char box[SEAL_BYTES];
+        unsigned long long len = 0;
+        size_t bin = 0;
+
+        if (sodium_hex2bin(box, sizeof box, sealed, strlen(sealed), NULL, &bin,
+                           NULL) != 0 ||
+            bin != sizeof box ||
+            crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    (unsigned char *)out, &len, NULL, box + SEAL_NONCE,
+                    SEAL_PLAIN + SEAL_MAC, NULL, 0, box, svc->totp_key) != 0 ||
+            len != SEAL_PLAIN)
+                return -1;
+        out[SEAL_PLAIN] = '\0';
+        return 0;
 }
 
 const char *auth_client_address(struct auth_service *svc,

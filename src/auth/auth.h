@@ -51,6 +51,7 @@ struct auth_service {
         struct auth_settings set;
         struct auth_worker *worker;
         struct ipallow_list trusted; /* proxies, for client addresses */
+        unsigned char totp_key[32];  /* seals TOTP secrets at rest */
 };
 
 /* Who a dashboard request comes from, once auth_guard let it through. */
@@ -97,6 +98,16 @@ int auth_mail_verification(struct auth_service *svc,
  */
 int auth_request_mail(struct auth_service *svc, const char *email, bool verify,
                       const char *address, const char *user_agent);
+
+/* Seals a base32 TOTP secret for the database (XChaCha20-Poly1305 with a
+ * key derived from the token secret) into out as hex.  Returns 0 or -1. */
+int auth_totp_seal(const struct auth_service *svc, const char *secret,
+                   char out[ACCOUNT_TOTP_FIELD]);
+
+/* Opens what auth_totp_seal made.  Returns 0, or -1 when sealed is not
+ * one of ours (altered, or sealed under another token secret). */
+int auth_totp_open(const struct auth_service *svc, const char *sealed,
+                   char out[TOTP_SECRET_B32_SIZE]);
 
 /* The client address of req as text (request memory): the socket peer,
  * or the forwarded client when the peer is a trusted proxy. */

@@ -349,6 +349,13 @@ test('two-factor: setup, enable, login with codes (S2), recovery, disable', asyn
   assert.equal(codes.length, 10);
   assert.equal(new Set(codes).size, 10);
 
+  // Neither the secret nor a recovery code is in the database files.
+  for (const f of fs.readdirSync(srv.dataDir).filter((n) => n.startsWith('frapi.db'))) {
+    const bytes = fs.readFileSync(path.join(srv.dataDir, f)).toString('latin1');
+    assert.ok(!bytes.includes(secret), `secret in ${f}`);
+    assert.ok(!bytes.includes(codes[0]), `recovery code in ${f}`);
+  }
+
   // Login now asks for the second factor.
   const l1 = await post('/login', { email, password: PASSWORD });
   assert.equal(l1.status, 200);
