@@ -4,15 +4,18 @@
  * via jansson) on a real server over a loopback socket.  A crash, a
  * sanitizer report, a hang or a 500 answer is a finding.
  *
- * The first input byte picks the Content-Type: multipart with a fixed
- * boundary, multipart whose Content-Type header line is the input's first
- * line, urlencoded, or JSON.  The rest is the body.
+ * The first input byte picks the Content-Type (bits 0-2: multipart with a
+ * fixed boundary, multipart whose Content-Type parameters are the input's
+ * first line, urlencoded, or JSON), adds a header line of the input's
+ * choosing (bit 3) and sends the body chunked (bit 4).  The rest is the
+ * body.
  */
 #include "http/http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +119,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
         }
 
+        /* Bit 3: the next line is one more header of the fuzzer's
+         * choosing (Content-Length, Transfer-Encoding, a second
+         * Content-Type...).  Bit 4: the body goes in one chunk. */
+        char extra[260] = "";
+        if (data[0] & 8) {
+                const uint8_t *nl = memchr(body, '\n', blen < 250 ? blen : 250);
+                size_t l = nl ? (size_t)(nl - body) : 0;
+                for (size_t i = 0; i < l; i++)
+                        extra[i] = (body[i] == '\r' || body[i] == 0)
+                                           ? ' '
+                                           : (char)body[i];
+                if (l)
+                        memcpy(extra + l, "\r\n", 3);
+                body += nl ? l + 1 : 0;
+                blen -= nl ? l + 1 : 0;
+        }
+        bool chunked = data[0] & 16;
+
         /* One request per connection, answered before the socket closes. */
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in sa = {.sin_family = AF_INET,
@@ -125,14 +146,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
                 abort();
-        char head[512];
+        char head[1024];
+        char length[64];
+        if (chunked)
+                snprintf(length, sizeof length,
+                         "Transfer-Encoding: chunked\r\n\r\n%zx\r\n", blen);
+        else
+                snprintf(length, sizeof length, "Content-Length: %zu\r\n\r\n",
+                         blen);
         int hl = snprintf(head, sizeof head,
                           "POST /upload HTTP/1.1\r\nHost: x\r\n"
-                          "Connection: close\r\nContent-Type: %s\r\n"
-                          "Content-Length: %zu\r\n\r\n",
-                          ctype, blen);
+                          "Connection: close\r\nContent-Type: %s\r\n%s%s",
+                          ctype, extra, length);
         send_all(fd, head, (size_t)hl);
         send_all(fd, body, blen);
+        if (chunked)
+                send_all(fd, blen ? "\r\n0\r\n\r\n" : "\r\n", blen ? 7 : 2);
 
         /* Read the answer; no answer at all or a 500 is a finding. */
         char resp[4096];
