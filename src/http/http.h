@@ -167,7 +167,8 @@ void http_server_free(struct http_server *srv);
 
 /*
  * Signals for `frapi serve`: http_signals_block() blocks SIGTERM and SIGINT
- * (call it before http_server_start, so pool threads inherit the mask) and
+ * (call it first in main, before any thread starts, so every thread
+ * inherits the mask and only http_signals_wait() takes them) and
  * ignores SIGPIPE; http_signals_wait() then sleeps until one of them
  * arrives and returns its number.
  */

@@ -67,6 +67,26 @@ static void set_peer(struct http_request *req)
         }
 }
 
+/* Keeps the media type of the body (lower case, no parameters), so the
+ * before-body hook can read it too. */
+static void set_content_type(struct http_request *req)
+{
+        const char *ct = http_request_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!ct)
+                return;
+        size_t n = strcspn(ct, ";");
+        while (n > 0 && isspace((unsigned char)ct[n - 1]))
+                n--;
+        while (n > 0 && isspace((unsigned char)*ct)) {
+                ct++;
+                n--;
+        }
+        char *media = http_request_alloc(req, n + 1);
+        for (size_t i = 0; i < n; i++)
+                media[i] = (char)tolower((unsigned char)ct[i]);
+        req->content_type = media;
+}
+
 struct http_request *http_request_new(struct http_server *srv,
                                       struct MHD_Connection *conn,
                                       const char *url, const char *method)
@@ -89,6 +109,7 @@ struct http_request *http_request_new(struct http_server *srv,
         path[plen] = '\0';
         req->path = path;
         set_peer(req);
+        set_content_type(req);
         return req;
 }
 
@@ -365,20 +386,6 @@ void http_request_body_begin(struct http_request *req)
         unsigned flags = req->route->flags;
         const char *ct = http_request_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
 
-        /* The media type alone, lower case, decides. */
-        if (ct) {
-                size_t n = strcspn(ct, ";");
-                while (n > 0 && isspace((unsigned char)ct[n - 1]))
-                        n--;
-                while (n > 0 && isspace((unsigned char)*ct)) {
-                        ct++;
-                        n--;
-                }
-                char *media = http_request_alloc(req, n + 1);
-                for (size_t i = 0; i < n; i++)
-                        media[i] = (char)tolower((unsigned char)ct[i]);
-                req->content_type = media;
-        }
         req->max_body = req->route->max_body;
         if (!(flags & (HTTP_BODY_JSON | HTTP_BODY_MULTIPART | HTTP_BODY_FORM |
                        HTTP_BODY_RAW)))
