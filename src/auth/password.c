@@ -4,8 +4,36 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sodium.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Hashes at once, at most one per processor: each takes 64 MiB, and a
+ * burst of logins must not take the machine's memory. */
+static sem_t hash_slots;
+static pthread_once_t slots_once = PTHREAD_ONCE_INIT;
+
+static void make_slots(void)
+{
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        sem_init(&hash_slots, 0,
+                 cpus < 1    ? 1
+                 : cpus > 16 ? 16
+                             : (unsigned)cpus);
+}
+
+static void slot_take(void)
+{
+        pthread_once(&slots_once, make_slots);
+        while (sem_wait(&hash_slots) != 0)
+                continue;
+}
+
+static void slot_give(void)
+{
+        sem_post(&hash_slots);
+}
 
 /* A hash of a password nobody has, used to spend the time of a real
  * verification when the account does not exist. */
@@ -84,12 +112,13 @@ int password_hash(const char *password, size_t len,
                       "hash buffer too small");
 
         /* Interactive limits: about 0.1 s and 64 MiB per hash. */
-        if (crypto_pwhash_str_alg(out, password, len,
-                                  crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                                  crypto_pwhash_MEMLIMIT_INTERACTIVE,
-                                  crypto_pwhash_ALG_ARGON2ID13) != 0)
-                return -1;
-        return 0;
+        slot_take();
+        int rc = crypto_pwhash_str_alg(out, password, len,
+                                       crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                                       crypto_pwhash_MEMLIMIT_INTERACTIVE,
+                                       crypto_pwhash_ALG_ARGON2ID13);
+        slot_give();
+        return rc == 0 ? 0 : -1;
 }
 
 bool password_verify(const char *hash, const char *password, size_t len)
@@ -99,10 +128,17 @@ bool password_verify(const char *hash, const char *password, size_t len)
         /* Unknown account: the same work against the decoy, then false. */
         if (!hash) {
                 pthread_once(&decoy_once, make_decoy);
-                if (decoy_hash[0] &&
-                    crypto_pwhash_str_verify(decoy_hash, password, len) == 0)
+                slot_take();
+                int rc = decoy_hash[0] ? crypto_pwhash_str_verify(decoy_hash,
+                                                                  password, len)
+                                       : -1;
+                slot_give();
+                if (rc == 0)
                         log_error("auth", "The decoy password hash matched.");
                 return false;
         }
-        return crypto_pwhash_str_verify(hash, password, len) == 0;
+        slot_take();
+        int rc = crypto_pwhash_str_verify(hash, password, len);
+        slot_give();
+        return rc == 0;
 }

@@ -27,6 +27,9 @@ enum password_policy {
  * the policy.  Characters are counted as UTF-8 code points. */
 enum password_policy password_check(const char *password, size_t len);
 
+/* At most one hash or verification runs per processor at a time (each
+ * takes 64 MiB); callers beyond that wait their turn. */
+
 /* Hashes password with argon2id into out (PASSWORD_HASH_SIZE bytes, NUL
  * terminated).  Returns 0, or -1 when memory for the hash is missing. */
 int password_hash(const char *password, size_t len,
