@@ -658,8 +658,9 @@ void export_register(struct api *api, struct http_server *srv, size_t max_body)
         struct http_route *r = http_route(srv, "GET", "/api/v1/faces/export",
                                           handle_export, 0, api);
         http_route_set_before(r, keyauth_before, api->keyauth);
+        /* An import of many lines takes seconds: off the pool threads. */
         r = http_route(srv, "POST", "/api/v1/faces/import", handle_import,
-                       HTTP_BODY_RAW, api);
+                       HTTP_BODY_RAW | HTTP_ROUTE_OFFLOAD, api);
         http_route_set_before(r, keyauth_before, api->keyauth);
         http_route_set_max_body(r, max_body ? max_body : 128u << 20);
 }
