@@ -197,8 +197,9 @@ bool keyguard_admit(struct keyguard *g, struct http_request *req,
                 log_warn("keys",
                          "A request came from a socket that is not IP.");
         enum ipallow_source src = ipallow_client(
-                &peer, http_request_header(req, "X-Forwarded-For"),
-                http_request_header(req, "Forwarded"), &g->trusted, &client);
+                &peer, http_request_header_list(req, "X-Forwarded-For"),
+                http_request_header_list(req, "Forwarded"), &g->trusted,
+                &client);
         char addr[IPALLOW_ADDRSTRLEN];
         ipallow_format(&client, addr);
 

@@ -197,6 +197,12 @@ const char *http_request_query(const struct http_request *req,
 const char *http_request_header(const struct http_request *req,
                                 const char *name);
 
+/* Every line of list header name (X-Forwarded-For, Forwarded) joined with
+ * ", " in the order received, or NULL when absent.  A proxy may add a line
+ * of its own instead of extending the client's: the whole list counts. */
+const char *http_request_header_list(struct http_request *req,
+                                     const char *name);
+
 /* The socket peer: its address and the address as text ("127.0.0.1",
  * "::1"; IPv4-mapped IPv6 addresses shown as IPv4). */
 const struct sockaddr *http_request_peer(const struct http_request *req,

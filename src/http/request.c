@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -211,6 +212,38 @@ const char *http_request_header(const struct http_request *req,
                                 const char *name)
 {
         return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+/* Gathers the lines of one header for http_request_header_list(). */
+struct header_lines {
+        struct http_request *req;
+        const char *name;
+        char *joined;
+};
+
+static enum MHD_Result add_header_line(void *cls, enum MHD_ValueKind kind,
+                                       const char *key, const char *value)
+{
+        struct header_lines *h = cls;
+        if (!key || !value || strcasecmp(key, h->name) != 0)
+                return MHD_YES;
+        size_t have = h->joined ? strlen(h->joined) : 0;
+        size_t add = strlen(value);
+        char *s = http_request_alloc(h->req, have + add + 3);
+        if (have)
+                memcpy(s, h->joined, have);
+        memcpy(s + have, ", ", have ? 2 : 0);
+        memcpy(s + have + (have ? 2 : 0), value, add + 1);
+        h->joined = s;
+        return MHD_YES;
+}
+
+const char *http_request_header_list(struct http_request *req, const char *name)
+{
+        struct header_lines h = {req, name, NULL};
+        MHD_get_connection_values(req->conn, MHD_HEADER_KIND, add_header_line,
+                                  &h);
+        return h.joined;
 }
 
 const struct sockaddr *http_request_peer(const struct http_request *req,

@@ -219,6 +219,21 @@ static void test_trusted_chain(void **state)
                              NULL)
                                  .status,
                          200);
+        /* A proxy that adds its own header line instead of extending the
+         * client's: both lines count, the proxy's last. */
+        assert_int_equal(get("/proxied", "X-Forwarded-For: 203.0.113.9",
+                             "X-Forwarded-For: 198.51.100.7")
+                                 .status,
+                         403);
+        assert_int_equal(get("/proxied", "X-Forwarded-For: 198.51.100.7",
+                             "X-Forwarded-For: 203.0.113.9")
+                                 .status,
+                         200);
+        assert_int_equal(get("/proxied", "Forwarded: for=203.0.113.9",
+                             "Forwarded: for=198.51.100.7")
+                                 .status,
+                         403);
+
         /* Garbage vouched for by the proxy: the client is unknown. */
         struct answer a = get("/proxied", "X-Forwarded-For: unknown", NULL);
         assert_int_equal(a.status, 403);
