@@ -250,6 +250,7 @@ struct mail_job {
         char address[64];
         char user_agent[256];
         bool verify;
+        struct timespec due; /* not before: after the answer has left */
 };
 
 struct auth_worker {
@@ -299,7 +300,12 @@ static void *worker_main(void *arg)
                 struct mail_job job = w->jobs[w->head];
                 w->head = (w->head + 1) % WORKER_SLOTS;
                 w->count--;
+                bool stopping = w->stop;
                 pthread_mutex_unlock(&w->lock);
+                while (!stopping &&
+                       clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &job.due,
+                                       NULL) != 0)
+                        continue;
                 run_job(w->svc, &job);
                 pthread_mutex_lock(&w->lock);
         }
@@ -323,6 +329,14 @@ int auth_request_mail(struct auth_service *svc, const char *email, bool verify,
                 snprintf(job->user_agent, sizeof job->user_agent, "%s",
                          user_agent ? user_agent : "");
                 job->verify = verify;
+
+                /* Run it 100-300 ms later, once the answer is out, so
+                 * that its work never overlaps the request it came from. */
+                clock_gettime(CLOCK_MONOTONIC, &job->due);
+                long ns = job->due.tv_nsec +
+                          (100 + (long)randombytes_uniform(200)) * 1000000L;
+                job->due.tv_sec += ns / 1000000000L;
+                job->due.tv_nsec = ns % 1000000000L;
                 w->count++;
                 pthread_cond_signal(&w->wake);
                 rc = 0;
