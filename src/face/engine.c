@@ -40,7 +40,9 @@
 
 /* Channel order the embedding model reads (0 = RGB), and the output
  * class of the eye model that means "open". */
-#define EMB_BGR        0
+#ifndef EMB_BGR
+#define EMB_BGR 1
+#endif
 #define EYE_OPEN_CLASS 1
 
 #define LMK_SIZE     64
@@ -547,19 +549,39 @@ static int landmarks(struct face_engine *eng, const struct face_pyramid *pyr,
 
         if (landmarks_in(eng, pyr, box->x1, box->y1, side, out))
                 return -1;
+#ifdef LMK_ONE_PASS
+        return 0;
+#endif
         for (int i = 0; i < 68; i++) {
                 cx += out[i].x;
                 cy += out[i].y;
         }
         cx /= 68;
         cy /= 68;
-        log_debug("face", "LMKOFF %f %f", (cx - (box->x1 + box->x2) / 2) / side,
-                  (cy - (box->y1 + box->y2) / 2) / side);
 
         /* The points' mean sits this far from the box centre on average
          * (measured on LFW); put the next crop where the detector would. */
         cx -= LMK_MEAN_DX * side;
         cy -= LMK_MEAN_DY * side;
+#ifdef LMK_TTA
+        {
+                static const float k[3] = {0.92f, 1.0f, 1.08f};
+                struct face_point acc[68] = {{0, 0}}, one[68];
+
+                for (int t = 0; t < 3; t++) {
+                        float sd = side * k[t];
+                        if (landmarks_in(eng, pyr, cx - sd / 2, cy - sd / 2, sd,
+                                         one))
+                                return -1;
+                        for (int i = 0; i < 68; i++) {
+                                acc[i].x += one[i].x / 3;
+                                acc[i].y += one[i].y / 3;
+                        }
+                }
+                memcpy(out, acc, sizeof acc);
+                return 0;
+        }
+#endif
         return landmarks_in(eng, pyr, cx - side / 2, cy - side / 2, side, out);
 }
 
@@ -888,15 +910,21 @@ static enum face_status analyze_face(struct face_engine *eng,
         return FACE_OK;
 }
 
-static int by_area_desc(const void *pa, const void *pb)
+/* Orders boxes by the area they have once clamped to the photo (whose
+ * size ctx points to), largest first. */
+static int by_area_desc(const void *pa, const void *pb, void *ctx)
 {
-        const struct face_box *a = pa, *b = pb;
-        float aa = (a->x2 - a->x1) * (a->y2 - a->y1);
-        float ab = (b->x2 - b->x1) * (b->y2 - b->y1);
+        const int *size = ctx;
+        struct face_box a = *(const struct face_box *)pa;
+        struct face_box b = *(const struct face_box *)pb;
 
+        face_geom_clamp_box(&a, size[0], size[1]);
+        face_geom_clamp_box(&b, size[0], size[1]);
+        float aa = (a.x2 - a.x1) * (a.y2 - a.y1);
+        float ab = (b.x2 - b.x1) * (b.y2 - b.y1);
         if (aa != ab)
                 return aa < ab ? 1 : -1;
-        return a->score < b->score ? 1 : (a->score > b->score ? -1 : 0);
+        return a.score < b.score ? 1 : (a.score > b.score ? -1 : 0);
 }
 
 enum face_status face_engine_analyze(struct face_engine *eng,
@@ -923,7 +951,8 @@ enum face_status face_engine_analyze(struct face_engine *eng,
         stage_add(offsetof(struct face_timing, detect), t0);
         if (st != FACE_OK)
                 goto release;
-        qsort(found.v, (size_t)found.n, sizeof *found.v, by_area_desc);
+        int size[2] = {img->width, img->height};
+        qsort_r(found.v, (size_t)found.n, sizeof *found.v, by_area_desc, size);
         if (max_faces > 0 && found.n > max_faces)
                 found.n = max_faces;
         if (found.n == 0)

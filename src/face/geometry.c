@@ -105,6 +105,17 @@ void face_geom_68_to_5(const struct face_point in[68], struct face_point out[5])
         out[2] = in[30];
         out[3] = in[48];
         out[4] = in[54];
+#ifdef JS5
+        for (int e = 0; e < 2; e++) {
+                int b = 36 + 6 * e;
+                out[e].x = (in[b + 1].x + in[b + 2].x + in[b + 4].x + in[b + 5].x) / 4;
+                out[e].y = (in[b + 1].y + in[b + 2].y + in[b + 4].y + in[b + 5].y) / 4;
+        }
+        out[3].x = (in[48].x + in[60].x) / 2;
+        out[3].y = (in[48].y + in[60].y) / 2;
+        out[4].x = (in[54].x + in[64].x) / 2;
+        out[4].y = (in[54].y + in[64].y) / 2;
+#endif
 }
 
 int face_geom_similarity(const struct face_point *src,
