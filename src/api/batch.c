@@ -471,10 +471,18 @@ static void drain(struct batch *b)
 static void *extra_worker(void *arg)
 {
         struct batch *b = arg;
-        if (atomic_load(&b->next) >= b->count ||
-            http_gate_acquire(server_gate) != HTTP_GATE_OK)
+        if (atomic_load(&b->next) >= b->count)
                 return NULL;
+        enum http_gate_result g = http_gate_acquire(server_gate);
+        if (g != HTTP_GATE_OK) {
+                log_debug("batch", "An extra batch worker got no slot (%d).",
+                          (int)g);
+                return NULL;
+        }
+        size_t first = atomic_load(&b->next);
         drain(b);
+        log_debug("batch", "An extra batch worker took part from item %zu on.",
+                  first);
         http_gate_release(server_gate);
         return NULL;
 }
