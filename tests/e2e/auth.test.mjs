@@ -23,6 +23,8 @@ const PASSWORD = 'correct horse battery';
 
 let mail;
 let srv;
+// Every secret the tests saw; none may appear in the server's logs.
+const secrets = new Set([PASSWORD, 'a brand new password']);
 
 before(async () => {
   mail = await startMailServer();
@@ -35,6 +37,8 @@ before(async () => {
     FRAPI_LOGIN_WINDOW_S: String(WINDOW_S),
     FRAPI_LOGIN_MAX_PER_ACCOUNT: String(MAX_ACCOUNT),
     FRAPI_LOGIN_MAX_PER_ADDRESS: String(MAX_ADDRESS),
+    FRAPI_ACCESS_LOG: '-',
+    FRAPI_LOG_LEVEL: 'debug',
   });
 });
 
@@ -70,6 +74,7 @@ const get = (url, opts = {}) => call('GET', url, opts);
 function linkOf(msg) {
   const m = msg.decoded.match(/https?:\/\/[^\s"<]+token=([A-Za-z0-9_-]{43})/);
   assert.ok(m, `no link in the mail:\n${msg.decoded}`);
+  secrets.add(m[1]);
   return { url: m[0], token: m[1] };
 }
 
@@ -90,6 +95,8 @@ async function registerVerified(email, name = 'Test User') {
 async function login(email, password = PASSWORD) {
   const r = await post('/login', { email, password });
   assert.equal(r.status, 200, JSON.stringify(r.body));
+  secrets.add(r.body.data.access_token);
+  secrets.add(r.body.data.refresh_token);
   return r.body.data;
 }
 
@@ -242,6 +249,8 @@ test('S4: refresh rotates, reuse revokes the whole session', async () => {
   const r1 = await post('/refresh', { refresh_token: t0.refresh_token });
   assert.equal(r1.status, 200);
   assert.notEqual(r1.body.data.refresh_token, t0.refresh_token);
+  secrets.add(r1.body.data.refresh_token);
+  secrets.add(r1.body.data.access_token);
   assert.equal(r1.body.data.expires_in, 3600);
   assert.equal((await get('/me', { token: r1.body.data.access_token })).status, 200);
 
@@ -332,6 +341,7 @@ test('two-factor: setup, enable, login with codes (S2), recovery, disable', asyn
   assert.equal(setup.status, 200);
   const { secret, otpauth_uri: uri, qr_svg: svg } = setup.body.data;
   assert.match(secret, /^[A-Z2-7]{32}$/);
+  secrets.add(secret);
   assert.ok(uri.startsWith('otpauth://totp/FR-APIaaS:'));
   assert.ok(uri.includes(`secret=${secret}`));
   assert.ok(uri.includes('algorithm=SHA1&digits=6&period=30'));
@@ -348,6 +358,7 @@ test('two-factor: setup, enable, login with codes (S2), recovery, disable', asyn
   const codes = en.body.data.recovery_codes;
   assert.equal(codes.length, 10);
   assert.equal(new Set(codes).size, 10);
+  codes.forEach((c) => secrets.add(c));
 
   // Neither the secret nor a recovery code is in the database files.
   for (const f of fs.readdirSync(srv.dataDir).filter((n) => n.startsWith('frapi.db'))) {
@@ -362,6 +373,7 @@ test('two-factor: setup, enable, login with codes (S2), recovery, disable', asyn
   assert.equal(l1.body.data.requires_2fa, true);
   assert.equal(l1.body.data.access_token, undefined);
   const ch1 = l1.body.data.challenge;
+  secrets.add(ch1);
 
   // S2: the code already used to enable is refused; the next step's
   // code (within the tolerance) passes.
@@ -559,4 +571,13 @@ test('mail requests for one address are capped, with the same answer', async () 
   await mail.waitFor(email, { after: 5 });
   await new Promise((resolve) => setTimeout(resolve, 1500));
   assert.equal(mail.count(email), 6);
+});
+
+test('no password or token ever reaches the event or access log', async () => {
+  const log = srv.log();
+  assert.match(log, /method=POST route=\/api\/v1\/auth\/login/);
+  assert.ok(secrets.size > 20);
+  for (const secret of secrets) {
+    assert.ok(!log.includes(secret), `a secret is in the log: ${secret.slice(0, 6)}...`);
+  }
 });
