@@ -951,12 +951,12 @@ enum face_status face_engine_analyze(struct face_engine *eng,
         stage_add(offsetof(struct face_timing, detect), t0);
         if (st != FACE_OK)
                 goto release;
+        if (found.n == 0)
+                goto release;
         int size[2] = {img->width, img->height};
         qsort_r(found.v, (size_t)found.n, sizeof *found.v, by_area_desc, size);
         if (max_faces > 0 && found.n > max_faces)
                 found.n = max_faces;
-        if (found.n == 0)
-                goto release;
         out->faces = calloc((size_t)found.n, sizeof *out->faces);
         if (!out->faces) {
                 st = FACE_ERR_NOMEM;

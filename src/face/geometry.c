@@ -67,6 +67,8 @@ int face_geom_nms(struct face_box *boxes, int n, float iou_max,
         int kept = 0;
 
         assert(n >= 0 && (n == 0 || boxes));
+        if (n == 0)
+                return 0; /* qsort() must not see a NULL array */
         qsort(boxes, (size_t)n, sizeof *boxes, by_score_desc);
 
         /* Greedy: walk in score order, keep a box unless a kept one covers
