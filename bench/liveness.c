@@ -55,6 +55,12 @@ static unsigned char *slurp(const char *path, size_t *len)
         return buf;
 }
 
+static int by_float(const void *a, const void *b)
+{
+        float x = *(const float *)a, y = *(const float *)b;
+        return (x > y) - (x < y);
+}
+
 static int by_name(const void *a, const void *b)
 {
         return strcmp(*(char *const *)a, *(char *const *)b);
@@ -165,6 +171,18 @@ int main(int argc, char **argv)
         printf("at the shipped threshold %.3f: APCER %.2f %%, BPCER %.2f %%, "
                "ACER %.2f %%\n",
                cfg.liveness_threshold, apcer * 100, bpcer * 100, acer * 100);
+
+        /* Where the two classes lie: the gap is the safe range. */
+        qsort(live.v, (size_t)live.n, sizeof *live.v, by_float);
+        qsort(attack.v, (size_t)attack.n, sizeof *attack.v, by_float);
+        if (live.n && attack.n)
+                printf("live scores: min %.4f, 1st percentile %.4f, median "
+                       "%.4f; attack scores: median %.4f, 99th percentile "
+                       "%.4f, max %.4f\n",
+                       live.v[0], live.v[live.n / 100], live.v[live.n / 2],
+                       attack.v[attack.n / 2],
+                       attack.v[attack.n - 1 - attack.n / 100],
+                       attack.v[attack.n - 1]);
 
         /* The sweep shows how wide the good range is. */
         printf("threshold  APCER%%  BPCER%%  ACER%%\n");
