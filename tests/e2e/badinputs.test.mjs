@@ -1,0 +1,514 @@
+// Inputs that have broken face recognition services
+// (../shared/cases/bad-inputs.md), one test per row this API owns:
+// A1-A6, F3-F6, I3, I6, I7, plus the API key rules of the face API.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import {
+  client, detect, faceFixtures, newTenant, part, startServer, tempDir,
+} from './lib/faceenv.mjs';
+
+let dataDir;
+let srv;
+let call;
+let tenant;
+let fx;
+let work;
+let good; // a frontal face crop that enrolls
+let other; // another person's crop that enrolls
+
+before(async () => {
+  dataDir = tempDir();
+  work = tempDir('frapi-bad-');
+  tenant = newTenant(dataDir, 'Bad inputs');
+  fx = faceFixtures();
+  srv = await startServer(dataDir);
+  call = client(srv.base, tenant.key);
+
+  // Two crops of different people that the engine accepts.
+  const probe = newTenant(dataDir, 'probe');
+  const pcall = client(srv.base, probe.key);
+  for (const f of fx.faces) {
+    const r = await pcall('POST', '/api/v1/faces',
+      { form: { image: part(f.file), name: 'probe' } });
+    if (r.status !== 201) continue;
+    if (!good) good = f;
+    else if (f.sample !== good.sample) { other = f; break; }
+  }
+  assert.ok(good && other, 'no usable face crops');
+});
+
+after(async () => {
+  await srv?.stop();
+});
+
+// Makes an image with ImageMagick into the work folder.
+function magick(name, ...args) {
+  const out = path.join(work, name);
+  execFileSync('convert', [...args, out]);
+  return out;
+}
+
+async function enroll(form, c = call) {
+  return c('POST', '/api/v1/faces', { form });
+}
+
+async function count(c = call) {
+  const r = await c('GET', '/api/v1/faces?limit=500');
+  assert.equal(r.status, 200, r.text);
+  return r.body.data.faces.length;
+}
+
+function isError(r, status, code, param) {
+  assert.equal(r.status, status, r.text);
+  assert.equal(r.body.success, false, r.text);
+  if (code) assert.equal(r.body.error.code, code, r.text);
+  if (param !== undefined) assert.equal(r.body.error.param, param, r.text);
+  assert.equal(typeof r.body.error.message, 'string');
+  assert.equal(r.body.error.request_id, r.headers.get('x-request-id'));
+}
+
+test('A1: bad names get 400 naming the field; no empty selector deletes',
+  async () => {
+    const img = fs.readFileSync(good.file).toString('base64');
+    const before = await count();
+    for (const name of ['', '   ', 42, ['a', 'b'], { a: 1 }, true]) {
+      const r = await call('POST', '/api/v1/faces',
+        { json: { image: img, name } });
+      isError(r, 400, 'INVALID_PARAMETER', 'name');
+    }
+    const missing = await call('POST', '/api/v1/faces', { json: { image: img } });
+    isError(missing, 400, 'MISSING_PARAMETER', 'name');
+    const nul = await call('POST', '/api/v1/faces',
+      { json: { image: img, name: null } });
+    isError(nul, 400, 'MISSING_PARAMETER', 'name');
+    const blankForm = await enroll({ image: part(good.file), name: ' \t ' });
+    isError(blankForm, 400, 'INVALID_PARAMETER', 'name');
+    const badExt = await call('POST', '/api/v1/faces',
+      { json: { image: img, name: 'n', external_id: 7 } });
+    isError(badExt, 400, 'INVALID_PARAMETER', 'external_id');
+    const badMeta = await call('POST', '/api/v1/faces',
+      { json: { image: img, name: 'n', metadata: [1, 2] } });
+    isError(badMeta, 400, 'INVALID_PARAMETER', 'metadata');
+    const bigMeta = await call('POST', '/api/v1/faces',
+      { json: { image: img, name: 'n', metadata: { x: 'y'.repeat(17000) } } });
+    isError(bigMeta, 400, 'INVALID_PARAMETER', 'metadata');
+
+    // An enrolled face survives every empty delete selector.
+    const ok = await enroll({ image: part(good.file), name: 'Keep me' });
+    assert.equal(ok.status, 201, ok.text);
+    for (const p of ['/api/v1/faces', '/api/v1/faces/', '/api/v1/faces/%20']) {
+      const d = await call('DELETE', p);
+      assert.ok(d.status >= 400 && d.status < 500, `${p}: ${d.text}`);
+    }
+    assert.equal(await count(), before + 1);
+  });
+
+test('A2: names in any script come back byte-identical; bad UTF-8 is 400',
+  async () => {
+    const names = ['张伟', 'Zo\u00eb', 'Zoe\u0308', '😀🎉 Party', 'שלום עליכם',
+      'مرحبا', '../../etc/passwd', 'Robert\'); DROP TABLE faces;--'];
+    for (const name of names) {
+      const r = await enroll({ image: part(good.file), name, external_id: name });
+      assert.equal(r.status, 201, r.text);
+      assert.equal(r.body.data.name, name);
+      const g = await call('GET', `/api/v1/faces/${r.body.data.id}`);
+      assert.equal(Buffer.compare(Buffer.from(g.body.data.name),
+        Buffer.from(name)), 0);
+      assert.equal(g.body.data.external_id, name);
+    }
+    // NFC and NFD stay different strings.
+    assert.notEqual('Zo\u00eb', 'Zoe\u0308');
+
+    // Invalid UTF-8 in a form field, and in a JSON body.
+    const fd = new FormData();
+    fd.append('image', new Blob([fs.readFileSync(good.file)]), 'a.jpg');
+    fd.append('name', new Blob([Buffer.from([0x5a, 0x6f, 0xc3, 0x28])]));
+    const r1 = await fetch(`${srv.base}/api/v1/faces`, {
+      method: 'POST', headers: { 'X-API-Key': tenant.key }, body: fd,
+    });
+    const b1 = await r1.json();
+    assert.equal(r1.status, 400);
+    assert.equal(b1.error.param, 'name');
+    const raw = Buffer.concat([Buffer.from('{"name":"Zo'),
+      Buffer.from([0xc3, 0x28]), Buffer.from('","image":"x"}')]);
+    const r2 = await call('POST', '/api/v1/faces',
+      { raw, contentType: 'application/json' });
+    assert.equal(r2.status, 400, r2.text);
+  });
+
+test('A3: identify after a delete, and on an unused collection: 200, no match',
+  async () => {
+    const r = await enroll({ image: part(other.file), name: 'Gone soon' });
+    assert.equal(r.status, 201, r.text);
+    const del = await call('DELETE', `/api/v1/faces/${r.body.data.id}`);
+    assert.equal(del.status, 200);
+    const id = await call('POST', '/api/v1/identify',
+      { form: { image: part(other.file) } });
+    assert.equal(id.status, 200, id.text);
+    assert.ok(id.body.data.faces.length >= 1);
+    for (const f of id.body.data.faces) {
+      assert.ok(!f.candidates.some((c) => c.face_id === r.body.data.id));
+    }
+
+    const empty = newTenant(dataDir, 'never used');
+    const ecall = client(srv.base, empty.key);
+    const e = await ecall('POST', '/api/v1/identify',
+      { form: { image: part(good.file) } });
+    assert.equal(e.status, 200, e.text);
+    assert.ok(e.body.data.faces.length >= 1);
+    for (const f of e.body.data.faces) assert.deepEqual(f.candidates, []);
+  });
+
+test('A4: cursor past the end is an empty page; bad limits are 400, big capped',
+  async () => {
+    // Walk to the last page, then ask past it.
+    let r = await call('GET', '/api/v1/faces?limit=1');
+    let last = r.body.data.faces[0].id;
+    for (;;) {
+      if (!r.body.data.next_cursor) break;
+      r = await call('GET',
+        `/api/v1/faces?limit=1&cursor=${r.body.data.next_cursor}`);
+      last = r.body.data.faces[0]?.id ?? last;
+    }
+    const past = Buffer.from(last).toString('base64url');
+    const p = await call('GET', `/api/v1/faces?cursor=${past}`);
+    assert.equal(p.status, 200, p.text);
+    assert.deepEqual(p.body.data.faces, []);
+    assert.equal(p.body.data.next_cursor, null);
+
+    for (const bad of ['-1', '0', 'abc', '', '1.5', '10abc']) {
+      const b = await call('GET', `/api/v1/faces?limit=${bad}`);
+      isError(b, 400, 'INVALID_PARAMETER', 'limit');
+    }
+    const big = await call('GET', '/api/v1/faces?limit=1000000000');
+    assert.equal(big.status, 200);
+    assert.ok(big.body.data.faces.length <= 500);
+    for (const c of ['zzz', '!!!', Buffer.from('col_x').toString('base64url')]) {
+      const b = await call('GET', `/api/v1/faces?cursor=${c}`);
+      isError(b, 400, 'INVALID_CURSOR', 'cursor');
+    }
+  });
+
+test('A5: two concurrent deletes: one 200, one 404; identify never sees it',
+  async () => {
+    for (let round = 0; round < 3; round++) {
+      const r = await enroll({ image: part(other.file), name: 'Race' });
+      assert.equal(r.status, 201, r.text);
+      const id = r.body.data.id;
+      const [a, b, idf] = await Promise.all([
+        call('DELETE', `/api/v1/faces/${id}`),
+        call('DELETE', `/api/v1/faces/${id}`),
+        call('POST', '/api/v1/identify', { form: { image: part(other.file) } }),
+      ]);
+      assert.deepEqual([a.status, b.status].sort(), [200, 404]);
+      const after = await call('POST', '/api/v1/identify',
+        { form: { image: part(other.file) } });
+      for (const f of after.body.data.faces) {
+        assert.ok(!f.candidates.some((c) => c.face_id === id));
+      }
+      assert.equal(idf.status, 200);
+    }
+  });
+
+// Sends a POST of body with key over a plain socket, without waiting for
+// 100-continue, and resolves with the status line and JSON body of the
+// answer as soon as it arrives, whether or not the server read the body.
+function postEarly(key, body, { expect = false } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(srv.port, '127.0.0.1');
+    let got = '';
+    let done = false;
+    const finish = () => {
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(got);
+      const at = got.indexOf('\r\n\r\n');
+      const len = /content-length: *(\d+)/i.exec(got);
+      if (!m || at < 0 || !len || got.length < at + 4 + Number(len[1])) {
+        return false;
+      }
+      done = true;
+      sock.destroy();
+      resolve({ status: Number(m[1]),
+        body: JSON.parse(got.slice(at + 4, at + 4 + Number(len[1]))) });
+      return true;
+    };
+    sock.on('data', (d) => { got += d; finish(); });
+    sock.on('error', () => { /* the server may stop reading: fine */ });
+    sock.on('close', () => {
+      if (!done && !finish()) resolve({ status: null, closed: true });
+    });
+    sock.on('connect', () => {
+      const keyLine = key === null ? '' : `X-API-Key: ${key}\r\n`;
+      sock.write(`POST /api/v1/faces HTTP/1.1\r\nHost: x\r\n${keyLine}` +
+        'Content-Type: application/json\r\n' +
+        `${expect ? 'Expect: 100-continue\r\n' : ''}` +
+        `Content-Length: ${body.length}\r\n\r\n`);
+      if (expect) return; // a good server answers 401 instead of 100
+      // Write in pieces, stopping once the answer is in.
+      let off = 0;
+      const pump = () => {
+        while (!done && off < body.length) {
+          const chunk = body.subarray(off, off + 65536);
+          off += chunk.length;
+          if (!sock.write(chunk)) { sock.once('drain', pump); return; }
+        }
+      };
+      pump();
+    });
+  });
+}
+
+test('A6: a multi-megabyte body with a bad key gets a prompt 401', async () => {
+  const big = Buffer.alloc(8 << 20, 0x41);
+  for (const key of ['not-a-key', `fr_live_${'A'.repeat(28)}`, '', null]) {
+    const t0 = Date.now();
+    // A client that waits for 100-continue gets the 401 instead, and
+    // never sends the body.
+    const r = await postEarly(key, big, { expect: true });
+    assert.equal(r.status, 401, JSON.stringify(r.body));
+    assert.equal(r.body.error.code,
+      key ? 'INVALID_API_KEY' : 'MISSING_API_KEY');
+
+    // One that sends at once gets the 401 or, when the server's close
+    // of the unread body resets the connection first, a closed socket:
+    // never a wait for the whole body to be processed.
+    const early = await postEarly(key, big, { expect: false });
+    if (early.status !== null) assert.equal(early.status, 401);
+    const ms = Date.now() - t0;
+    assert.ok(ms < 5000, `took ${ms} ms`);
+  }
+  // The server still answers.
+  const ok = await call('GET', '/api/v1/faces?limit=1');
+  assert.equal(ok.status, 200);
+});
+
+test('keys: a key sees only its own collection', async () => {
+  const mine = await enroll({ image: part(good.file), name: 'Mine' });
+  assert.equal(mine.status, 201);
+  const other = newTenant(dataDir, 'other tenant');
+  const ocall = client(srv.base, other.key);
+  const id = mine.body.data.id;
+  isError(await ocall('GET', `/api/v1/faces/${id}`), 404, 'FACE_NOT_FOUND');
+  isError(await ocall('PATCH', `/api/v1/faces/${id}`, { json: { name: 'x' } }),
+    404, 'FACE_NOT_FOUND');
+  isError(await ocall('DELETE', `/api/v1/faces/${id}`), 404, 'FACE_NOT_FOUND');
+  const v = await ocall('POST', '/api/v1/verify',
+    { form: { image_a: part(good.file), face_id: id } });
+  isError(v, 404, 'FACE_NOT_FOUND');
+  assert.equal((await call('GET', `/api/v1/faces/${id}`)).status, 200);
+  isError(await client(srv.base, null)('GET', '/api/v1/faces'), 401,
+    'MISSING_API_KEY', 'X-API-Key');
+  const flipped = tenant.key.slice(0, -1) +
+    (tenant.key.endsWith('a') ? 'b' : 'a');
+  isError(await client(srv.base, flipped)('GET', '/api/v1/faces'), 401,
+    'INVALID_API_KEY');
+});
+
+test('F3: a face against a blank, a wall, a cartoon: 422 naming the image',
+  async () => {
+    const white = magick('white.png', '-size', '640x480', 'xc:white');
+    const wall = magick('wall.jpg', '-size', '640x480', 'plasma:tan-tan',
+      '-blur', '0x4');
+    const cartoon = magick('cartoon.png', '-size', '400x400', 'xc:skyblue',
+      '-fill', 'yellow', '-draw', 'circle 200,200 200,60',
+      '-fill', 'black', '-draw', 'circle 150,160 150,175',
+      '-draw', 'circle 250,160 250,175',
+      '-fill', 'none', '-stroke', 'black', '-strokewidth', '8',
+      '-draw', 'arc 120,180 280,300 20,160');
+    for (const img of [white, wall, cartoon]) {
+      const r = await call('POST', '/api/v1/verify',
+        { form: { image_a: part(good.file), image_b: part(img, 'b') } });
+      if (r.status === 200) {
+        // A detector may see a face in a drawing; it never matches.
+        assert.equal(r.body.data.match, false, `${img}: ${r.text}`);
+        continue;
+      }
+      isError(r, 422, 'NO_FACE_DETECTED', 'image_b');
+      assert.match(r.body.error.message, /image_b/);
+      const swapped = await call('POST', '/api/v1/verify',
+        { form: { image_a: part(img, 'a'), image_b: part(good.file) } });
+      isError(swapped, 422, 'NO_FACE_DETECTED', 'image_a');
+    }
+    const blank = await call('POST', '/api/v1/verify',
+      { form: { image_a: part(good.file), image_b: part(white) } });
+    isError(blank, 422, 'NO_FACE_DETECTED', 'image_b');
+  });
+
+test('F4: one face against a group photo: the largest face is used, and said',
+  async () => {
+    const photo = good.photo;
+    const faces = detect(photo).faces; // largest first
+    const largest = fx.faces.find((f) => f.photo === photo &&
+      Math.abs(f.box.x1 - faces[0].box.x1) < 1);
+    const smaller = fx.faces.find((f) => f.photo === photo && f !== largest);
+    const a = await call('POST', '/api/v1/verify',
+      { form: { image_a: part(largest.file), image_b: part(photo) } });
+    assert.equal(a.status, 200, a.text);
+    assert.equal(a.body.data.face_b.faces_detected, faces.length);
+    assert.equal(a.body.data.face_b.largest_used, true);
+    assert.equal(a.body.data.match, true, a.text);
+    const b = await call('POST', '/api/v1/verify',
+      { form: { image_a: part(smaller.file), image_b: part(photo) } });
+    assert.equal(b.status, 200);
+    assert.equal(b.body.data.match, false, b.text);
+
+    // Identify reports every face, up to max_faces.
+    const idf = await call('POST', '/api/v1/identify',
+      { form: { image: part(photo) } });
+    assert.equal(idf.body.data.faces.length, faces.length);
+    const capped = await call('POST', '/api/v1/identify',
+      { form: { image: part(photo), max_faces: '1' } });
+    assert.equal(capped.body.data.faces.length, 1);
+
+    // Enrolling a group photo: MULTIPLE_FACES with the boxes, unless the
+    // largest is asked for.
+    const m = await enroll({ image: part(photo), name: 'Group' });
+    if (m.status === 422 && m.body.error.code === 'MULTIPLE_FACES') {
+      assert.ok(m.body.error.faces.length >= 2);
+      assert.ok(m.body.error.faces[0].box.width > 0);
+    }
+    const l = await enroll({ image: part(photo), name: 'Largest',
+      face_selection: 'largest' });
+    assert.ok(l.status === 201 || l.body.error.code === 'FACE_QUALITY_TOO_LOW',
+      l.text);
+  });
+
+test('F5: A vs A is the top similarity; A/B equals B/A; boxes stay with images',
+  async () => {
+    const aa = await call('POST', '/api/v1/verify',
+      { form: { image_a: part(good.file), image_b: part(good.file) } });
+    assert.equal(aa.status, 200);
+    assert.ok(aa.body.data.similarity >= 0.999, aa.text);
+    assert.equal(aa.body.data.match, true);
+    const ab = await call('POST', '/api/v1/verify',
+      { form: { image_a: part(good.file), image_b: part(other.file2) } });
+    const ba = await call('POST', '/api/v1/verify',
+      { form: { image_a: part(other.file2), image_b: part(good.file) } });
+    assert.equal(ab.body.data.similarity, ba.body.data.similarity);
+    assert.deepEqual(ab.body.data.face_a.box, ba.body.data.face_b.box);
+    assert.deepEqual(ab.body.data.face_b.box, ba.body.data.face_a.box);
+    assert.notDeepEqual(ab.body.data.face_a.box, ab.body.data.face_b.box);
+  });
+
+test('F6: the same photo twice is reported; under a second person, flagged',
+  async () => {
+    const t = newTenant(dataDir, 'F6');
+    const c = client(srv.base, t.key);
+    const first = await enroll({ image: part(good.file), name: 'Ann',
+      external_id: 'ann' }, c);
+    assert.equal(first.status, 201);
+    const again = await enroll({ image: part(good.file), name: 'Ann',
+      external_id: 'ann' }, c);
+    assert.equal(again.status, 201);
+    assert.deepEqual(again.body.data.near_identical_to.map((d) => d.face_id),
+      [first.body.data.id]);
+    assert.deepEqual(again.body.data.possible_duplicate_of, []);
+    const second = await enroll({ image: part(good.file), name: 'Bea',
+      external_id: 'bea' }, c);
+    assert.equal(second.status, 201);
+    const dups = second.body.data.possible_duplicate_of;
+    assert.ok(dups.length >= 1 && dups.every((d) => d.external_id === 'ann'));
+
+    // With an Idempotency-Key a retry returns the first answer.
+    const headers = { 'Idempotency-Key': 'enroll-ann-3' };
+    const form = { image: part(good.file), name: 'Ann', external_id: 'ann' };
+    const i1 = await c('POST', '/api/v1/faces', { form, headers });
+    const i2 = await c('POST', '/api/v1/faces', { form, headers });
+    assert.equal(i1.status, 201);
+    assert.equal(i2.status, 201);
+    assert.equal(i2.body.data.id, i1.body.data.id);
+    assert.equal(i2.headers.get('idempotent-replayed'), 'true');
+    const i3 = await c('POST', '/api/v1/faces',
+      { form: { ...form, name: 'Other' }, headers });
+    isError(i3, 409, 'IDEMPOTENCY_KEY_REUSED', 'Idempotency-Key');
+    const list = await c('GET', '/api/v1/faces');
+    assert.equal(list.body.data.faces.length, 4);
+  });
+
+test('I3: cut JPEGs, zero bytes, no file part: 400, nothing stored',
+  async () => {
+    const bytes = fs.readFileSync(good.file);
+    const half = bytes.subarray(0, bytes.length >> 1);
+    // The end of the header: the first start-of-scan marker.
+    const sos = bytes.indexOf(Buffer.from([0xff, 0xda]));
+    const header = bytes.subarray(0, sos + 2);
+    const before = await count();
+    for (const [label, data] of [['half', half], ['header', header],
+      ['empty', Buffer.alloc(0)]]) {
+      const r = await enroll({ image: { data, filename: 'x.jpg',
+        type: 'image/jpeg' }, name: label });
+      assert.equal(r.status, 400, `${label}: ${r.text}`);
+      assert.equal(r.body.error.param, 'image');
+      assert.ok(['INVALID_IMAGE', 'EMPTY_IMAGE'].includes(r.body.error.code));
+      const v = await call('POST', '/api/v1/verify',
+        { form: { image_a: { data, filename: 'x.jpg' }, image_b: part(good.file) } });
+      assert.equal(v.status, 400, `${label}: ${v.text}`);
+    }
+    const nofile = await enroll({ name: 'No file' });
+    isError(nofile, 400, 'MISSING_IMAGE', 'image');
+    const empty = await call('POST', '/api/v1/identify', { form: { x: 'y' } });
+    isError(empty, 400, 'MISSING_IMAGE', 'image');
+    assert.equal(await count(), before);
+  });
+
+test('I6: the image type comes from the bytes, not names or headers',
+  async () => {
+    const jpeg = fs.readFileSync(good.file);
+    const png = fs.readFileSync(magick('face.png', good.file));
+    const variants = [
+      { data: jpeg, filename: 'x.JPG', type: 'image/jpeg' },
+      { data: jpeg, filename: 'x.png', type: 'image/png' },
+      { data: jpeg, filename: null, type: 'application/octet-stream' },
+      { data: jpeg, filename: 'photo', type: 'text/plain' },
+      { data: png, filename: 'x.jpg', type: 'image/jpeg' },
+    ];
+    let first;
+    for (const v of variants) {
+      const r = await call('POST', '/api/v1/detect', { form: { image: v } });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.data.faces_detected, 1);
+      first ??= r.body.data.faces[0].box;
+      const b = r.body.data.faces[0].box;
+      assert.ok(Math.abs(b.x - first.x) < 2 && Math.abs(b.width - first.width) < 2);
+    }
+    // Same bytes, same answer.
+    const again = await call('POST', '/api/v1/detect',
+      { form: { image: variants[2] } });
+    assert.deepEqual(again.body.data.faces[0].box, first);
+    // Bytes of no image type at all.
+    const txt = await call('POST', '/api/v1/detect',
+      { form: { image: { data: Buffer.from('hello, not an image'),
+        filename: 'x.jpg', type: 'image/jpeg' } } });
+    isError(txt, 415, 'UNSUPPORTED_IMAGE_FORMAT', 'image');
+  });
+
+test('I7: base64 with or without a data: prefix; malformed base64 is 400',
+  async () => {
+    const b64 = fs.readFileSync(good.file).toString('base64');
+    const plain = await call('POST', '/api/v1/detect', { json: { image: b64 } });
+    assert.equal(plain.status, 200, plain.text);
+    const url = await call('POST', '/api/v1/detect',
+      { json: { image: `data:image/jpeg;base64,${b64}` } });
+    assert.equal(url.status, 200, url.text);
+    assert.deepEqual(url.body.data.faces[0].box, plain.body.data.faces[0].box);
+    const noPad = await call('POST', '/api/v1/detect',
+      { json: { image: b64.replace(/=+$/, '') } });
+    assert.equal(noPad.status, 200, noPad.text);
+    const wrapped = await call('POST', '/api/v1/detect',
+      { json: { image: b64.replace(/(.{76})/g, '$1\n') } });
+    assert.equal(wrapped.status, 200, wrapped.text);
+
+    for (const bad of ['@@@@', `${b64.slice(0, 100)}!${b64.slice(100)}`,
+      'data:image/jpeg,notbase64', 'data:image/jpeg;base64,%%%']) {
+      const r = await call('POST', '/api/v1/detect', { json: { image: bad } });
+      isError(r, 400, 'INVALID_BASE64', 'image');
+    }
+    const num = await call('POST', '/api/v1/detect', { json: { image: 12 } });
+    isError(num, 400, 'INVALID_PARAMETER', 'image');
+    const enrolled = await call('POST', '/api/v1/faces',
+      { json: { image: `data:image/jpeg;base64,${b64}`, name: 'Base64' } });
+    assert.equal(enrolled.status, 201, enrolled.text);
+  });
