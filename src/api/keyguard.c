@@ -53,12 +53,14 @@ static int write_uses(void *ctx, const struct keyuse_record *recs, size_t n)
         struct store *s = ctx;
         sqlite3 *db = store_sqlite_db(s);
         sqlite3_stmt *st = NULL;
+        bool begun = false;
         int rc = -1;
 
+        /* All records in one transaction: one disk sync per flush. */
         store_sqlite_lock(s);
-        if (exec_locked(db, "BEGIN IMMEDIATE") != SQLITE_OK)
-                goto unlock;
-        if (sqlite3_prepare_v2(
+        begun = exec_locked(db, "BEGIN IMMEDIATE") == SQLITE_OK;
+        if (!begun ||
+            sqlite3_prepare_v2(
                     db,
                     "INSERT INTO api_key_use (key_id, used_at, addr) "
                     "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM api_keys "
@@ -66,24 +68,26 @@ static int write_uses(void *ctx, const struct keyuse_record *recs, size_t n)
                     "used_at = excluded.used_at, addr = excluded.addr "
                     "WHERE excluded.used_at >= used_at",
                     -1, &st, NULL) != SQLITE_OK)
-                goto rollback;
+                goto out;
         for (size_t i = 0; i < n; i++) {
                 sqlite3_reset(st);
                 sqlite3_bind_text(st, 1, recs[i].key_id, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(st, 2, recs[i].used_ms);
                 sqlite3_bind_text(st, 3, recs[i].addr, -1, SQLITE_STATIC);
                 if (sqlite3_step(st) != SQLITE_DONE)
-                        goto rollback;
+                        goto out;
         }
-        if (exec_locked(db, "COMMIT") == SQLITE_OK) {
+        if (exec_locked(db, "COMMIT") == SQLITE_OK)
                 rc = 0;
-                goto unlock;
+out:
+        /* On failure nothing was written; keyuse offers them again. */
+        if (rc != 0) {
+                log_error("keys",
+                          "Writing the last use of API keys failed: %s.",
+                          sqlite3_errmsg(db));
+                if (begun)
+                        exec_locked(db, "ROLLBACK");
         }
-rollback:
-        log_error("keys", "Writing the last use of API keys failed: %s.",
-                  sqlite3_errmsg(db));
-        exec_locked(db, "ROLLBACK");
-unlock:
         sqlite3_finalize(st);
         store_sqlite_unlock(s);
         return rc;
