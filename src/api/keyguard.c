@@ -376,3 +376,49 @@ unlock:
         store_sqlite_unlock(s);
         return res;
 }
+
+enum store_status keyguard_describe(struct store *s, const char *key_id,
+                                    json_t **out)
+{
+        int64_t used_ms;
+        char addr[IPALLOW_ADDRSTRLEN];
+        *out = NULL;
+        enum store_status res =
+                keyguard_last_use(s, key_id, &used_ms, addr, sizeof addr);
+        if (res != STORE_OK)
+                return res;
+
+        /* The key's row, without its hash. */
+        sqlite3 *db = store_sqlite_db(s);
+        sqlite3_stmt *st = NULL;
+        res = STORE_ERROR;
+        store_sqlite_lock(s);
+        if (sqlite3_prepare_v2(db,
+                               "SELECT collection_id, name, rpm, allowlist, "
+                               "created_at, coalesce(revoked_at, 0) FROM "
+                               "api_keys WHERE id = ?",
+                               -1, &st, NULL) != SQLITE_OK)
+                goto unlock;
+        sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                res = STORE_NOT_FOUND;
+        if (rc != SQLITE_ROW)
+                goto unlock;
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        json_t *allow =
+                json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
+        *out = json_pack("{s:s, s:s, s:s?, s:i, s:o, s:I, s:I, s:I, s:o}", "id",
+                         key_id, "collection_id", sqlite3_column_text(st, 0),
+                         "name", name, "rpm", sqlite3_column_int(st, 2),
+                         "allowed_ips", allow ? allow : json_array(),
+                         "created_ms", (json_int_t)sqlite3_column_int64(st, 4),
+                         "revoked_ms", (json_int_t)sqlite3_column_int64(st, 5),
+                         "last_used_ms", (json_int_t)used_ms, "last_used_ip",
+                         used_ms ? json_string(addr) : json_null());
+        res = *out ? STORE_OK : STORE_ERROR;
+unlock:
+        sqlite3_finalize(st);
+        store_sqlite_unlock(s);
+        return res;
+}

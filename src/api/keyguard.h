@@ -81,4 +81,13 @@ enum store_status keyguard_last_use(struct store *s, const char *key_id,
                                     int64_t *used_ms, char *addr,
                                     size_t addrlen);
 
+/*
+ * Describes key id for `frapi keys show`: id, collection_id, name, rpm
+ * (0 = the default), allowed_ips, created_ms, revoked_ms (0 while live),
+ * last_used_ms and last_used_ip (as last written; 0 and null when never
+ * used).  Never the secret nor its hash.  *out is a new JSON object.
+ */
+enum store_status keyguard_describe(struct store *s, const char *key_id,
+                                    json_t **out);
+
 #endif

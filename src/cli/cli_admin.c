@@ -162,13 +162,15 @@ static void keys_usage(FILE *to)
 {
         fprintf(to, "usage: frapi keys create --collection ID [--rpm N] "
                     "[--allow CIDR]... [--name NAME] [--data-dir DIR]\n"
-                    "       frapi keys revoke ID [--data-dir DIR]\n");
+                    "       frapi keys revoke ID [--data-dir DIR]\n"
+                    "       frapi keys show ID [--data-dir DIR]\n");
 }
 
 /* `frapi keys revoke ID`: the key fails with 401 API_KEY_REVOKED from
  * its next request on, even on a running server.  Revoking twice keeps
- * the first time. */
-static int keys_revoke(int argc, char **argv)
+ * the first time.  `frapi keys show ID` (show true) prints the key
+ * without its secret, with its last use. */
+static int keys_revoke_or_show(int argc, char **argv, bool show)
 {
         const char *id = NULL, *dir_flag = NULL;
         char dir[CONFIG_STR];
@@ -190,7 +192,9 @@ static int keys_revoke(int argc, char **argv)
                 goto usage;
         if (data_dir(dir_flag, dir, sizeof dir) != 0 || !(s = open_store(dir)))
                 goto out;
-        enum store_status st = keyguard_revoke(s, id);
+        json_t *info = NULL;
+        enum store_status st =
+                show ? keyguard_describe(s, id, &info) : keyguard_revoke(s, id);
         if (st == STORE_NOT_FOUND) {
                 fprintf(stderr, "frapi: no API key has the id %s\n", id);
                 rc = CLI_BAD_INPUT;
@@ -198,8 +202,10 @@ static int keys_revoke(int argc, char **argv)
         }
         if (st != STORE_OK && st != STORE_CONFLICT)
                 goto out;
-        rc = print_json(json_pack("{s:s, s:b, s:b}", "id", id, "revoked", 1,
-                                  "revoked_before", st == STORE_CONFLICT));
+        rc = print_json(show ? info
+                             : json_pack("{s:s, s:b, s:b}", "id", id, "revoked",
+                                         1, "revoked_before",
+                                         st == STORE_CONFLICT));
 out:
         store_close(s);
         return rc;
@@ -236,9 +242,11 @@ int cli_keys(int argc, char **argv)
         int rc = CLI_USAGE;
 
         /* Arguments: the verb, then options in any order. */
-        if (argc >= 1 && strcmp(argv[0], "revoke") == 0) {
+        if (argc >= 1 &&
+            (strcmp(argv[0], "revoke") == 0 || strcmp(argv[0], "show") == 0)) {
                 json_decref(allow);
-                return keys_revoke(argc - 1, argv + 1);
+                return keys_revoke_or_show(argc - 1, argv + 1,
+                                           strcmp(argv[0], "show") == 0);
         }
         if (!allow || argc < 1 || strcmp(argv[0], "create") != 0)
                 goto usage;

@@ -227,3 +227,28 @@ test('malformed allowlist entries are refused when the key is made',
         err.stderr.toString());
     }
   });
+
+test('last use is kept in memory and written at shutdown', async () => {
+  const dir = tempDir();
+  const t = newTenant(dir, 'last-use', ['--rpm', '30',
+    '--allow', '127.0.0.1']);
+  const fresh = admin(dir, 'keys', 'show', t.keyId);
+  assert.equal(fresh.last_used_ms, 0);
+  assert.equal(fresh.last_used_ip, null);
+  assert.equal(fresh.rpm, 30);
+  assert.deepEqual(fresh.allowed_ips, ['127.0.0.1']);
+  assert.equal(fresh.key, undefined);
+
+  const s = await startServer(dir);
+  const t0 = Date.now();
+  const call = client(s.base, t.key);
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await call('GET', '/api/v1/faces')).status, 200);
+  }
+  await s.stop();
+  const used = admin(dir, 'keys', 'show', t.keyId);
+  assert.equal(used.last_used_ip, '127.0.0.1');
+  assert.ok(used.last_used_ms >= t0 - 1000 && used.last_used_ms <= Date.now(),
+    `${used.last_used_ms}`);
+  assert.equal(used.revoked_ms, 0);
+});
