@@ -41,8 +41,9 @@ export function admin(dataDir, ...args) {
   return JSON.parse(out.toString('utf8'));
 }
 
-// A collection and a key for it.
-export function newTenant(dataDir, name = 'e2e', keyArgs = []) {
+// A collection and a key for it (by default with a rate limit high enough
+// that tests never meet it).
+export function newTenant(dataDir, name = 'e2e', keyArgs = ['--rpm', '100000']) {
   const col = admin(dataDir, 'collections', 'create', name);
   const key = admin(dataDir, 'keys', 'create', '--collection', col.id,
     ...keyArgs);
