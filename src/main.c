@@ -22,7 +22,7 @@ static const struct command commands[] = {
 	{"routes", cli_routes, "routes: the API's routes, one a line"},
 	{"collections", cli_collections, "collections create NAME"},
 	{"keys", cli_keys, "keys create --collection ID [--rpm N] [--allow "
-	                   "CIDR]... | keys revoke ID"},
+	                   "CIDR]... | keys revoke|show ID"},
 	{"outbox", cli_outbox, "outbox [--limit N]: mail kept without SMTP"},
 };
 
