@@ -22,7 +22,7 @@
 #define DET_H      240
 #define DET_PRIORS 4420
 /* Smallest face side, in detector-input pixels, found reliably. */
-#define DET_MIN_SIDE 16.0f
+#define DET_MIN_SIDE 12.0f
 /* Tiles of one level overlap by this much, so a face up to this side
  * lies whole in some tile; larger faces come from coarser levels. */
 #define DET_OVERLAP     64
@@ -549,9 +549,6 @@ static int landmarks(struct face_engine *eng, const struct face_pyramid *pyr,
 
         if (landmarks_in(eng, pyr, box->x1, box->y1, side, out))
                 return -1;
-#ifdef LMK_ONE_PASS
-        return 0;
-#endif
         for (int i = 0; i < 68; i++) {
                 cx += out[i].x;
                 cy += out[i].y;
@@ -563,25 +560,6 @@ static int landmarks(struct face_engine *eng, const struct face_pyramid *pyr,
          * (measured on LFW); put the next crop where the detector would. */
         cx -= LMK_MEAN_DX * side;
         cy -= LMK_MEAN_DY * side;
-#ifdef LMK_TTA
-        {
-                static const float k[3] = {0.92f, 1.0f, 1.08f};
-                struct face_point acc[68] = {{0, 0}}, one[68];
-
-                for (int t = 0; t < 3; t++) {
-                        float sd = side * k[t];
-                        if (landmarks_in(eng, pyr, cx - sd / 2, cy - sd / 2, sd,
-                                         one))
-                                return -1;
-                        for (int i = 0; i < 68; i++) {
-                                acc[i].x += one[i].x / 3;
-                                acc[i].y += one[i].y / 3;
-                        }
-                }
-                memcpy(out, acc, sizeof acc);
-                return 0;
-        }
-#endif
         return landmarks_in(eng, pyr, cx - side / 2, cy - side / 2, side, out);
 }
 

@@ -90,34 +90,22 @@ int face_geom_nms(struct face_box *boxes, int n, float iou_max,
 
 void face_geom_68_to_5(const struct face_point in[68], struct face_point out[5])
 {
-        /* Eye centres: the mean of each eye's six contour points is steadier
-         * than any single point. */
+        /* Eye centres: the mean of the four lid points (the corners pull
+         * the centre towards the nose on a turned face). */
         for (int e = 0; e < 2; e++) {
-                float x = 0, y = 0;
+                const struct face_point *p = &in[36 + 6 * e];
 
-                for (int i = 36 + 6 * e; i < 42 + 6 * e; i++) {
-                        x += in[i].x;
-                        y += in[i].y;
-                }
-                out[e].x = x / 6;
-                out[e].y = y / 6;
+                out[e].x = (p[1].x + p[2].x + p[4].x + p[5].x) / 4;
+                out[e].y = (p[1].y + p[2].y + p[4].y + p[5].y) / 4;
         }
 
-        /* Nose tip and outer mouth corners are single points. */
+        /* The nose tip is one point; each mouth corner the mean of its
+         * outer and inner lip corners. */
         out[2] = in[30];
-        out[3] = in[48];
-        out[4] = in[54];
-#ifdef JS5
-        for (int e = 0; e < 2; e++) {
-                int b = 36 + 6 * e;
-                out[e].x = (in[b + 1].x + in[b + 2].x + in[b + 4].x + in[b + 5].x) / 4;
-                out[e].y = (in[b + 1].y + in[b + 2].y + in[b + 4].y + in[b + 5].y) / 4;
-        }
         out[3].x = (in[48].x + in[60].x) / 2;
         out[3].y = (in[48].y + in[60].y) / 2;
         out[4].x = (in[54].x + in[64].x) / 2;
         out[4].y = (in[54].y + in[64].y) / 2;
-#endif
 }
 
 int face_geom_similarity(const struct face_point *src,

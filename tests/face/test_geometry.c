@@ -143,14 +143,16 @@ static void reduce_68_to_5(void **state)
                 in[i] = (struct face_point){(float)i, (float)(2 * i)};
         face_geom_68_to_5(in, out);
 
-        /* Eye centres are the means of points 36-41 and 42-47. */
-        NEAR(out[0].x, 38.5, 1e-5);
-        NEAR(out[0].y, 77, 1e-5);
-        NEAR(out[1].x, 44.5, 1e-5);
+        /* Eye centres are the means of the lid points 37, 38, 40, 41 and
+         * 43, 44, 46, 47; mouth corners of 48/60 and 54/64. */
+        NEAR(out[0].x, 39, 1e-5);
+        NEAR(out[0].y, 78, 1e-5);
+        NEAR(out[1].x, 45, 1e-5);
         NEAR(out[2].x, 30, 1e-5);
-        NEAR(out[3].x, 48, 1e-5);
-        NEAR(out[4].x, 54, 1e-5);
-        NEAR(out[4].y, 108, 1e-5);
+        NEAR(out[2].y, 60, 1e-5);
+        NEAR(out[3].x, 54, 1e-5);
+        NEAR(out[4].x, 59, 1e-5);
+        NEAR(out[4].y, 118, 1e-5);
 }
 
 /* A photo of a horizontal ramp: sampling must reproduce it, halve it
