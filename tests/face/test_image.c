@@ -394,6 +394,31 @@ static void test_orientation_3_6_8(void **state)
         check_orientation(VIPS_ANGLE_D90, 8);
 }
 
+/* PNG (eXIf), WebP (EXIF chunk) and TIFF (its own tag) say it too. */
+static void test_orientation_other_containers(void **state)
+{
+        (void)state;
+        static const char *const suffixes[] = {".png", ".webp[lossless]",
+                                               ".tif"};
+        VipsImage *turned, *tagged;
+
+        assert_int_equal(vips_rot(upright, &turned, VIPS_ANGLE_D270, NULL), 0);
+        assert_int_equal(vips_copy(turned, &tagged, NULL), 0);
+        vips_image_set_int(tagged, VIPS_META_ORIENTATION, 6);
+        for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+                struct blob b = save(tagged, suffixes[i]);
+                struct face_image img = decode_ok(b);
+                double d = diff_to(&img, upright);
+                if (d > 0.01)
+                        fail_msg("%s orientation 6: mean difference %.2f",
+                                 suffixes[i], d);
+                face_image_free(&img);
+                g_free(b.data);
+        }
+        g_object_unref(tagged);
+        g_object_unref(turned);
+}
+
 /* The comparison above can fail: a half-turned photo is far from upright. */
 static void test_orientation_check_discriminates(void **state)
 {
@@ -1115,6 +1140,7 @@ int main(void)
                 cmocka_unit_test(test_sniff_refuses_non_images),
                 cmocka_unit_test(test_other_vips_formats_refused),
                 cmocka_unit_test(test_orientation_3_6_8),
+                cmocka_unit_test(test_orientation_other_containers),
                 cmocka_unit_test(test_orientation_check_discriminates),
                 cmocka_unit_test(test_rgba_png_flattened_on_white),
                 cmocka_unit_test(test_grey_alpha_png),
