@@ -170,6 +170,8 @@ static bool item_image_bytes(struct batch *b, json_t *in, size_t i,
                         return true;
                 }
         }
+        free(*owned);
+        *owned = NULL;
         *err = item_error(i, 400, "INVALID_BASE64", "image",
                           "image is neither valid base64 nor the name of a "
                           "file part.");
@@ -302,8 +304,8 @@ static void enroll_item(struct batch *b, struct item *it, size_t i)
                                  "metadata must be a JSON object.");
                 goto out;
         }
-        meta_text = json_dumps(json_is_object(meta) ? meta : json_object(),
-                               JSON_COMPACT);
+        meta_text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT)
+                                         : strdup("{}");
         if (!meta_text || strlen(meta_text) > API_METADATA_MAX) {
                 err = item_error(i, 400, "INVALID_PARAMETER", "metadata",
                                  "metadata is larger than %d bytes.",

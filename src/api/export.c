@@ -494,9 +494,8 @@ static bool line_face(json_t *o, const char *model, struct store_face *f,
         if (meta && !json_is_null(meta) && !json_is_object(meta))
                 return line_fail(e, "INVALID_PARAMETER", "metadata",
                                  "metadata must be an object.");
-        *metadata =
-                json_dumps(meta && json_is_object(meta) ? meta : json_object(),
-                           JSON_COMPACT);
+        *metadata = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT)
+                                         : strdup("{}");
         if (!*metadata)
                 return line_fail(e, "INTERNAL_ERROR", NULL, "Out of memory.");
         if (strlen(*metadata) > METADATA_MAX_BYTES)
