@@ -786,6 +786,19 @@ static int eye_open(struct face_engine *eng, const struct face_pyramid *pyr,
         return 0;
 }
 
+/* Sharpness of the inner face (eyes to chin, cheek to cheek) of the
+ * aligned picture: hair and background would otherwise dominate. */
+static float sharpness(const uint8_t *aligned)
+{
+        enum { X0 = 24, Y0 = 36, W = 64, H = 72 };
+        uint8_t inner[W * H * 3];
+
+        for (int y = 0; y < H; y++)
+                memcpy(inner + y * W * 3,
+                       aligned + ((Y0 + y) * EMB_SIZE + X0) * 3, W * 3);
+        return face_geom_laplacian_var(inner, W, H);
+}
+
 /*
  * Quality: each measure against its documented limit, and an overall
  * score in [0,1] (the mean of four terms that each reach 1 well inside
@@ -797,7 +810,7 @@ static void quality(struct face *f, const uint8_t *aligned)
         float worst_angle;
 
         q->size = fminf(f->box.x2 - f->box.x1, f->box.y2 - f->box.y1);
-        q->sharpness = face_geom_laplacian_var(aligned, EMB_SIZE, EMB_SIZE);
+        q->sharpness = sharpness(aligned);
         worst_angle =
                 fmaxf(fabsf(q->yaw) / Q_MAX_YAW, fabsf(q->pitch) / Q_MAX_PITCH);
         q->reasons = 0;
