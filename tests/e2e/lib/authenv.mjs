@@ -89,14 +89,17 @@ export async function startMailServer() {
     stop: () => new Promise((resolve) => server.close(resolve)) };
 }
 
-// Starts `build/frapi serve` with env added; resolves once /healthz
-// answers.  Returns { base, dataDir, stop, log }.
+// Starts `build/frapi serve` (or $FRAPI_BIN, e.g. the sanitizer build
+// build-san/frapi) with env added; resolves once /healthz answers.
+// Returns { base, dataDir, stop, log }.  With $FRAPI_E2E_SERVER_LOG set,
+// the server's output is appended to that file when it stops.
 export async function startServer(env = {}) {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'frapi-auth-'));
   const base = `http://127.0.0.1:${port}`;
   let log = '';
-  const child = spawn(path.join(root, 'build', 'frapi'), ['serve'], {
+  const bin = process.env.FRAPI_BIN || path.join(root, 'build', 'frapi');
+  const child = spawn(bin, ['serve'], {
     cwd: root,
     env: {
       ...process.env,
@@ -125,6 +128,9 @@ export async function startServer(env = {}) {
   async function stop() {
     if (child.exitCode === null) child.kill('SIGTERM');
     await exited;
+    if (process.env.FRAPI_E2E_SERVER_LOG) {
+      fs.appendFileSync(process.env.FRAPI_E2E_SERVER_LOG, log);
+    }
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
   return { base, dataDir, stop, log: () => log };
