@@ -476,6 +476,7 @@ enum face_status face_image_decode(const void *bytes, size_t len,
         VipsImage *head = NULL;
         VipsImage *ctx = NULL;
         VipsImage *rgb = NULL;
+        VipsImage *sink = NULL;
         const char *format = NULL;
 
         assert(out);
@@ -517,24 +518,40 @@ enum face_status face_image_decode(const void *bytes, size_t len,
         if (st != FACE_OK)
                 goto done;
 
-        /* Decoding happens here, into one buffer of packed RGB. */
+        /* The steps to packed RGB are set up; nothing is decoded yet. */
         ctx = vips_image_new();
         if (image_pipeline(ctx, head, &rgb)) {
                 st = FACE_ERR_CORRUPT;
                 goto done;
         }
-        size_t size = 0;
-        out->rgb = vips_image_write_to_memory(rgb, &size);
+        int w = vips_image_get_width(rgb);
+        int h = vips_image_get_height(rgb);
+        assert(vips_image_get_bands(rgb) == 3);
+        assert(vips_image_get_format(rgb) == VIPS_FORMAT_UCHAR);
+
+        /* The answer's buffer is taken before decoding starts, so that a
+         * server short of memory says so instead of blaming the image. */
+        size_t size = (size_t)w * (size_t)h * 3;
+        out->rgb = g_try_malloc(size);
         if (!out->rgb) {
+                st = FACE_ERR_NOMEM;
+                goto done;
+        }
+
+        /* Decoding happens here, straight into that buffer. */
+        sink = vips_image_new_from_memory(out->rgb, size, w, h, 3,
+                                          VIPS_FORMAT_UCHAR);
+        if (!sink || vips_image_write(rgb, sink)) {
                 st = FACE_ERR_CORRUPT;
                 goto done;
         }
-        out->width = vips_image_get_width(rgb);
-        out->height = vips_image_get_height(rgb);
+        out->width = w;
+        out->height = h;
         out->format = format;
-        assert(size == (size_t)out->width * (size_t)out->height * 3);
 
 done:
+        if (sink)
+                g_object_unref(sink);
         if (ctx)
                 g_object_unref(ctx);
         if (head)
@@ -548,9 +565,9 @@ done:
 
 /*
  * Releases the pixels of img and zeroes it; safe on a zeroed image.  The
- * pixels come from g_malloc(), which is malloc() since GLib 2.46, so an
- * image whose rgb the engine allocated with malloc() is released rightly
- * too.
+ * pixels come from g_try_malloc(), which is malloc() since GLib 2.46, so
+ * an image whose rgb the engine allocated with malloc() is released
+ * rightly too.
  */
 void face_image_free(struct face_image *img)
 {
