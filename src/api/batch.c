@@ -1,3 +1,8 @@
+/*
+ * batch.c - POST /faces/batch, /identify/batch and /faces/batch-delete:
+ * items read one by one, run by a few workers under the recognition gate,
+ * answered together in the order sent.
+ */
 #include "api/batch.h"
 
 #include <assert.h>

@@ -1,3 +1,7 @@
+/*
+ * export.c - GET /faces/export streamed from a cursor over the store, and
+ * POST /faces/import line by line.
+ */
 #include "api/export.h"
 
 #include <assert.h>

@@ -1,3 +1,7 @@
+/*
+ * keyguard.c - revocation, IP allowlist and rate limit of a verified API
+ * key, its last use, and the SQL those need.
+ */
 #include "api/keyguard.h"
 
 #include <assert.h>

@@ -1,3 +1,7 @@
+/*
+ * ipallow.c - addresses and CIDR ranges through inet_pton(), matching in
+ * the 16-byte form, and the client address behind trusted proxies.
+ */
 #include "auth/ipallow.h"
 
 #include <arpa/inet.h>

@@ -1,3 +1,7 @@
+/*
+ * keyuse.c - last use of API keys in a locked hash table, written out in
+ * batches by a background thread.
+ */
 #include "auth/keyuse.h"
 
 #include <assert.h>

@@ -1,3 +1,7 @@
+/*
+ * ratelimit.c - the sliding window arithmetic and the in-memory limiter:
+ * a sharded hash table of per-key window counts.
+ */
 #include "auth/ratelimit.h"
 
 #include <assert.h>
