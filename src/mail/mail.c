@@ -105,7 +105,9 @@ static void pending_free(struct pending *p)
         memset(p, 0, sizeof *p);
 }
 
-/* Writes the outcome of one attempt. */
+/* Writes the outcome of one attempt.  Once a message is sent or given up
+ * its bodies are erased: they hold live links (reset, verification) that
+ * nobody reading the database later should be able to use. */
 static void note_attempt(struct mail_queue *q, const struct pending *p,
                          const char *status, long long next_ms,
                          const char *error)
@@ -115,9 +117,13 @@ static void note_attempt(struct mail_queue *q, const struct pending *p,
         store_sqlite_lock(q->store);
         sqlite3 *db = store_sqlite_db(q->store);
         if (sqlite3_prepare_v2(db,
-                               "UPDATE mail_queue SET status = ?, attempts = "
-                               "attempts + 1, next_ms = ?, last_error = ?, "
-                               "sent_ms = ? WHERE id = ?",
+                               "UPDATE mail_queue SET status = ?1, "
+                               "attempts = attempts + 1, next_ms = ?2, "
+                               "last_error = ?3, sent_ms = ?4, "
+                               "text_body = CASE WHEN ?1 = 'queued' THEN "
+                               "text_body ELSE '' END, "
+                               "html_body = CASE WHEN ?1 = 'queued' THEN "
+                               "html_body ELSE '' END WHERE id = ?5",
                                -1, &st, NULL) == SQLITE_OK) {
                 sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(st, 2, next_ms);

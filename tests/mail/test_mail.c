@@ -163,6 +163,20 @@ static void retries_then_gives_up(void **state)
         assert_string_equal(status, "failed");
         assert_int_equal(attempts, 2);
 
+        /* The bodies, which hold live links, are gone. */
+        sqlite3_stmt *st;
+        store_sqlite_lock(f->s);
+        assert_int_equal(sqlite3_prepare_v2(store_sqlite_db(f->s),
+                                            "SELECT text_body || html_body "
+                                            "FROM mail_queue WHERE id = ?",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_int64(st, 1, id);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(st, 0), "");
+        sqlite3_finalize(st);
+        store_sqlite_unlock(f->s);
+
         /* Nothing of it went to the outbox. */
         FILE *m = fopen("/dev/null", "w");
         assert_int_equal(mail_outbox_print(f->s, m, 10), 0);
