@@ -7,10 +7,10 @@
 
 /* Exit codes shared by every subcommand. */
 enum cli_exit {
-	CLI_OK = 0,
-	CLI_INTERNAL = 1,  /* our failure: models missing, store broken */
-	CLI_USAGE = 2,     /* wrong arguments */
-	CLI_BAD_INPUT = 3, /* the user's input: unreadable photo, no face */
+        CLI_OK = 0,
+        CLI_INTERNAL = 1,  /* our failure: models missing, store broken */
+        CLI_USAGE = 2,     /* wrong arguments */
+        CLI_BAD_INPUT = 3, /* the user's input: unreadable photo, no face */
 };
 
 int cli_detect(int argc, char **argv);

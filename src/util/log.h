@@ -20,8 +20,8 @@ void log_write(enum log_level level, const char *module, const char *req_id,
                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #define log_debug(mod, ...) log_write(LOG_DEBUG, mod, NULL, __VA_ARGS__)
-#define log_info(mod, ...) log_write(LOG_INFO, mod, NULL, __VA_ARGS__)
-#define log_warn(mod, ...) log_write(LOG_WARN, mod, NULL, __VA_ARGS__)
+#define log_info(mod, ...)  log_write(LOG_INFO, mod, NULL, __VA_ARGS__)
+#define log_warn(mod, ...)  log_write(LOG_WARN, mod, NULL, __VA_ARGS__)
 #define log_error(mod, ...) log_write(LOG_ERROR, mod, NULL, __VA_ARGS__)
 
 #endif
