@@ -531,6 +531,41 @@ static void reply_factor_refused(struct http_request *req, const char *code)
                                  : "code");
 }
 
+/* The whole second-factor check of u: throttled per user like passwords
+ * (429), then the code or recovery code (401 when refused, audited as
+ * event).  True when accepted; false after answering. */
+static bool factor_accepted(struct auth_service *svc, struct http_request *req,
+                            struct account_user *u, const char *sealed,
+                            const char *code, const char *recovery,
+                            const char *event)
+{
+        char subject[64];
+        int retry = 0;
+
+        snprintf(subject, sizeof subject, "2fa:%s", u->id);
+        enum account_status st = account_throttle_check(
+                svc->store, subject, svc->set.login_max_account,
+                svc->set.login_window_s, &retry);
+        if (st != ACCOUNT_OK) {
+                if (st == ACCOUNT_LIMITED) {
+                        audit(svc, req, event, "throttled", u);
+                        too_many(req, retry);
+                } else {
+                        internal(req);
+                }
+                return false;
+        }
+        const char *refused = second_factor(svc, u, sealed, code, recovery);
+        if (refused) {
+                account_throttle_fail(svc->store, subject);
+                audit(svc, req, event, refused, u);
+                reply_factor_refused(req, refused);
+                return false;
+        }
+        account_throttle_clear(svc->store, subject);
+        return true;
+}
+
 /* Reads code / recovery_code: exactly one of them. */
 static bool factor_fields(struct http_request *req, json_t *body,
                           bool allow_recovery, const char **code,
@@ -566,9 +601,8 @@ static void h_2fa_verify(struct http_request *req, void *userdata)
 {
         struct auth_service *svc = userdata;
         const char *challenge, *code, *recovery;
-        char uid[STORE_ID_MAX], subject[64];
+        char uid[STORE_ID_MAX];
         struct account_user u;
-        int retry = 0;
 
         json_t *body = body_of(req);
         if (!body ||
@@ -594,23 +628,9 @@ static void h_2fa_verify(struct http_request *req, void *userdata)
         }
 
         /* Guessing codes is throttled like guessing passwords. */
-        snprintf(subject, sizeof subject, "2fa:%s", u.id);
-        st = account_throttle_check(svc->store, subject,
-                                    svc->set.login_max_account,
-                                    svc->set.login_window_s, &retry);
-        if (st == ACCOUNT_LIMITED) {
-                audit(svc, req, "login_2fa", "throttled", &u);
-                too_many(req, retry);
+        if (!factor_accepted(svc, req, &u, u.totp_secret, code, recovery,
+                             "login_2fa"))
                 return;
-        }
-        const char *refused =
-                second_factor(svc, &u, u.totp_secret, code, recovery);
-        if (refused) {
-                account_throttle_fail(svc->store, subject);
-                audit(svc, req, "login_2fa", refused, &u);
-                reply_factor_refused(req, refused);
-                return;
-        }
 
         /* Spend the challenge; a concurrent twin finds it gone. */
         if (account_token_use(svc->store, ACCOUNT_TOKEN_CHALLENGE, challenge,
@@ -620,7 +640,6 @@ static void h_2fa_verify(struct http_request *req, void *userdata)
                                  "challenge");
                 return;
         }
-        account_throttle_clear(svc->store, subject);
         audit(svc, req, "login_2fa", recovery ? "ok_recovery_code" : "ok", &u);
         reply_tokens(svc, req, &u);
 }
@@ -831,11 +850,29 @@ static bool password_again(struct auth_service *svc, struct http_request *req,
                            const char *event)
 {
         const char *password;
+        char acct[ACCOUNT_EMAIL_MAX + 8];
+        int retry = 0;
+
         if (!field_str(req, body, "password", true, PASSWORD_MAX_BYTES,
                        &password))
                 return false;
+
+        /* The login's per-account count: a stolen session is no way to
+         * guess the password faster. */
+        snprintf(acct, sizeof acct, "acct:%s", u->email);
+        for (char *p = acct; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+        enum account_status st = account_throttle_check(
+                svc->store, acct, svc->set.login_max_account,
+                svc->set.login_window_s, &retry);
+        if (st == ACCOUNT_LIMITED) {
+                audit(svc, req, event, "throttled", u);
+                too_many(req, retry);
+                return false;
+        }
         if (password_verify(u->password_hash, password, strlen(password)))
                 return true;
+        account_throttle_fail(svc->store, acct);
         audit(svc, req, event, "wrong_password", u);
         http_reply_error(req, 401, "INVALID_CREDENTIALS",
                          "The password is wrong.", "password");
@@ -915,13 +952,9 @@ static void h_2fa_enable(struct http_request *req, void *userdata)
         }
 
         /* The code proves the authenticator holds the pending secret. */
-        const char *refused =
-                second_factor(svc, &u, u.totp_pending, code, NULL);
-        if (refused) {
-                audit(svc, req, "2fa_enable", refused, &u);
-                reply_factor_refused(req, refused);
+        if (!factor_accepted(svc, req, &u, u.totp_pending, code, NULL,
+                             "2fa_enable"))
                 return;
-        }
         if (account_totp_enable(svc->store, u.id, codes) != ACCOUNT_OK) {
                 internal(req);
                 return;
@@ -954,13 +987,9 @@ static void h_2fa_disable(struct http_request *req, void *userdata)
                                  "Two-factor sign-in is not on.", NULL);
                 return;
         }
-        const char *refused =
-                second_factor(svc, &u, u.totp_secret, code, recovery);
-        if (refused) {
-                audit(svc, req, "2fa_disable", refused, &u);
-                reply_factor_refused(req, refused);
+        if (!factor_accepted(svc, req, &u, u.totp_secret, code, recovery,
+                             "2fa_disable"))
                 return;
-        }
         if (account_totp_disable(svc->store, u.id) != ACCOUNT_OK) {
                 internal(req);
                 return;

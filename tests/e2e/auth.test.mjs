@@ -573,6 +573,34 @@ test('mail requests for one address are capped, with the same answer', async () 
   assert.equal(mail.count(email), 6);
 });
 
+test('wrong codes and passwords behind a session are throttled too', async () => {
+  const email = newEmail('guess');
+  await registerVerified(email);
+  const t = await login(email);
+  const setup = await post('/2fa/setup', { password: PASSWORD }, { token: t.access_token });
+  const { secret } = setup.body.data;
+  secrets.add(secret);
+  const step = stepNow();
+  for (let i = 0; i < MAX_ACCOUNT; i++) {
+    const r = await post('/2fa/enable', { code: totpAt(secret, step + 10 + i) },
+      { token: t.access_token });
+    assert.equal(r.status, 401);
+  }
+  // Over the limit even the right code waits.
+  const limited = await post('/2fa/enable', { code: totpAt(secret, step) },
+    { token: t.access_token });
+  assert.equal(limited.status, 429);
+  assert.ok(Number(limited.headers.get('retry-after')) >= 1);
+
+  // Guessing the password through 2FA setup counts as failed logins.
+  for (let i = 0; i < MAX_ACCOUNT; i++) {
+    const r = await post('/2fa/setup', { password: `wrong guess ${i}` }, { token: t.access_token });
+    assert.equal(r.status, 401);
+  }
+  const locked = await post('/login', { email, password: PASSWORD });
+  assert.equal(locked.status, 429);
+});
+
 test('no password or token ever reaches the event or access log', async () => {
   const log = srv.log();
   assert.match(log, /method=POST route=\/api\/v1\/auth\/login/);
