@@ -120,18 +120,33 @@ static void compare_same_photo_matches(void **state)
         json_decref(doc);
 }
 
-/* The largest face of sample1 and of sample3 is the same woman, in two
- * different photos; sample5's is someone else. */
+/* The woman on the right of sample1 is the largest face of sample3, in
+ * another photo; sample5's largest face is someone else. */
 static void compare_across_photos(void **state)
 {
-        char *same[] = {".deps/photos/sample1.jpg", SAMPLE3};
+        char crop_name[] = "/tmp/frapi-crop-XXXXXX";
+        char *same[] = {crop_name, SAMPLE3};
         char *other[] = {".deps/photos/sample5.jpg", SAMPLE3};
+        VipsImage *photo, *crop;
         json_t *doc;
+        int fd = mkstemp(crop_name);
 
         (void)state;
+        assert_true(fd >= 0);
+        close(fd);
+        assert_int_equal(VIPS_INIT("test_cli_face"), 0);
+        photo = vips_image_new_from_file(".deps/photos/sample1.jpg", NULL);
+        assert_non_null(photo);
+        assert_int_equal(vips_crop(photo, &crop, 1300, 100, 520, 520, NULL), 0);
+        assert_int_equal(vips_jpegsave(crop, crop_name, NULL), 0);
+        g_object_unref(crop);
+        g_object_unref(photo);
         run(cli_compare, 2, same);
+        unlink(crop_name);
         assert_int_equal(r.rc, CLI_OK);
         doc = parse_out();
+        assert_int_equal(json_integer_value(json_object_get(doc, "faces_a")),
+                         1);
         assert_true(json_is_true(json_object_get(doc, "match")));
         json_decref(doc);
 
