@@ -9,8 +9,10 @@
 
 #include "auth/auth.h"
 #include "config/config.h"
+#include "store/store_sqlite.h"
 
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,11 +81,87 @@ static void settings_from_environment(void **state)
         assert_string_equal(set.public_url, "https://frapi.example.com");
 }
 
+/* Column i of the only mail in the queue, copied into out. */
+static void mail_column(struct store *s, const char *col, char *out, size_t n)
+{
+        char sql[128];
+        sqlite3_stmt *st;
+
+        snprintf(sql, sizeof sql, "SELECT %s FROM mail_queue", col);
+        store_sqlite_lock(s);
+        assert_int_equal(
+                sqlite3_prepare_v2(store_sqlite_db(s), sql, -1, &st, NULL),
+                SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        snprintf(out, n, "%s", sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        store_sqlite_unlock(s);
+}
+
+/* The verification mail: the link with a live token in both bodies, the
+ * user's name escaped in the HTML one. */
+static void verification_mail_composed(void **state)
+{
+        char dir[] = "/tmp/frapi-authmail-XXXXXX", err[256], cmd[64];
+        struct auth_service svc = {0};
+        struct smtp_config none = {0};
+        struct account_user u;
+        char text[4096], html[4096], subject[256], uid[STORE_ID_MAX];
+
+        assert_non_null(mkdtemp(dir));
+        assert_int_equal(store_sqlite_open(dir, &svc.store, err, sizeof err),
+                         STORE_OK);
+        assert_int_equal(account_migrate(svc.store), 0);
+        svc.mail = mail_queue_start(svc.store, &none, 1, 1);
+        assert_non_null(svc.mail);
+        svc.set.verify_ttl_s = 86400;
+        strcpy(svc.set.public_url, "https://frapi.example.com");
+        strcpy(svc.set.issuer, "FR-APIaaS");
+        assert_int_equal(account_create(svc.store, "zoe@example.com",
+                                        "<b>Zoë & \"Co\"</b>", "$argon2id$x",
+                                        &u),
+                         ACCOUNT_OK);
+
+        assert_int_equal(auth_mail_verification(&svc, &u), 0);
+        mail_column(svc.store, "subject", subject, sizeof subject);
+        mail_column(svc.store, "text_body", text, sizeof text);
+        mail_column(svc.store, "html_body", html, sizeof html);
+        assert_string_equal(subject, "Confirm your email address");
+        assert_non_null(strstr(text, "Hello <b>Zoë & \"Co\"</b>,"));
+        assert_non_null(strstr(text, "within 24 hours"));
+        assert_non_null(strstr(html, "Hello &lt;b&gt;Zoë &amp; "
+                                     "&quot;Co&quot;&lt;/b&gt;,"));
+        assert_null(strstr(html, "<b>"));
+
+        /* The link's token is the one the store will accept, once. */
+        const char *prefix =
+                "https://frapi.example.com/api/v1/auth/verify-email?token=";
+        char *at = strstr(text, prefix);
+        assert_non_null(at);
+        char token[TOKEN_SIZE];
+        memcpy(token, at + strlen(prefix), TOKEN_SIZE - 1);
+        token[TOKEN_SIZE - 1] = '\0';
+        assert_non_null(strstr(html, token));
+        assert_int_equal(account_token_use(svc.store, ACCOUNT_TOKEN_VERIFY,
+                                           token, true, uid),
+                         ACCOUNT_OK);
+        assert_string_equal(uid, u.id);
+        assert_int_equal(account_token_use(svc.store, ACCOUNT_TOKEN_VERIFY,
+                                           token, true, uid),
+                         ACCOUNT_NOT_FOUND);
+
+        mail_queue_stop(svc.mail);
+        store_close(svc.store);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(totp_secret_sealed),
                 cmocka_unit_test(settings_from_environment),
+                cmocka_unit_test(verification_mail_composed),
         };
         return cmocka_run_group_tests(tests, setup, NULL);
 }
