@@ -59,6 +59,8 @@ static void on_echo(struct http_request *req, void *userdata)
         json_object_set_new(d, "q", q ? json_string(q) : json_null());
         const char *h = http_request_header(req, "x-test-header");
         json_object_set_new(d, "header", h ? json_string(h) : json_null());
+        const char *xff = http_request_header_list(req, "X-Forwarded-For");
+        json_object_set_new(d, "xff", xff ? json_string(xff) : json_null());
         json_object_set_new(d, "peer", json_string(http_request_peer_str(req)));
         json_t *j = http_request_json(req);
         json_object_set(d, "json", j ? j : json_null());
@@ -397,6 +399,8 @@ static void test_routing(void **state)
 {
         CURL *c = curl_easy_init();
         struct curl_slist *h = curl_slist_append(NULL, "X-Test-Header: hi");
+        h = curl_slist_append(h, "X-Forwarded-For: 1.1.1.1, 2.2.2.2");
+        h = curl_slist_append(h, "x-forwarded-for: 3.3.3.3");
         struct resp r;
         perform(c, "GET", "/t/face_123?q=a%20b", NULL, NULL, 0, h, &r);
         assert_int_equal(r.status, 200);
@@ -412,6 +416,9 @@ static void test_routing(void **state)
                             "hi");
         assert_string_equal(json_string_value(json_object_get(d, "peer")),
                             "127.0.0.1");
+        /* Every line of a list header, in order. */
+        assert_string_equal(json_string_value(json_object_get(d, "xff")),
+                            "1.1.1.1, 2.2.2.2, 3.3.3.3");
         assert_string_equal(r.ratelimit, "60");
         assert_int_equal(strlen(r.request_id), 26);
         json_decref(j);
