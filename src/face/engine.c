@@ -32,6 +32,8 @@
  * overlapping it this much. */
 #define DET_VERIFY_SIDE 80.0f
 #define DET_VERIFY_IOU  0.5f
+/* Zooming a small face more than this blurs it past recognition. */
+#define DET_VERIFY_MAX_ZOOM 2.0f
 
 /* Where the mean of the 68 points sits in the detector's square box, as
  * a fraction of its side from the centre (measured on lfw-dev). */
@@ -352,7 +354,7 @@ static int verify(struct face_engine *eng, const struct face_pyramid *pyr,
                   struct face_box *box, struct det_scratch *d)
 {
         float side = box->y2 - box->y1;
-        float s = DET_VERIFY_SIDE / side;
+        float s = fminf(DET_VERIFY_SIDE / side, DET_VERIFY_MAX_ZOOM);
         float x0 = (box->x1 + box->x2) / 2 * s - DET_W / 2.0f;
         float y0 = (box->y1 + box->y2) / 2 * s - DET_H / 2.0f;
         struct face_box best = {0};
