@@ -125,12 +125,8 @@ static struct face_model *load(struct face_engine *eng, const char *file,
 {
         const int64_t shape[4] = {1, c, h, w};
 
-        /* The embedding model runs three times faster without the
-         * runtime's layout rewrite; the others are faster with it. */
-        int layout_opt = strcmp(file, "fr_feature") != 0;
-
-        return face_model_load(eng->model_dir, file, eng->cfg.threads,
-                               layout_opt, shape, outs, n_outs, err, errlen);
+        return face_model_load(eng->model_dir, file, eng->cfg.threads, shape,
+                               outs, n_outs, err, errlen);
 }
 
 enum face_status face_engine_new(const struct face_engine_config *cfg,

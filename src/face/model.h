@@ -17,16 +17,14 @@ struct face_model;
 
 /*
  * Loads dir/file.onnx with `threads` intra-op threads (no inter-op
- * parallelism, no spinning).  layout_opt enables ONNX Runtime's layout
- * optimisations (ORT_ENABLE_ALL); without it the level is
- * ORT_ENABLE_EXTENDED.  Which is faster depends on the model.  in_shape is the
+ * parallelism, no spinning, all graph optimisations, denormal numbers
+ * flushed to zero).  in_shape is the
  * NCHW input shape the model must declare; output_names are the outputs
  * face_model_run() returns, in that order.  On failure returns NULL and writes
  * why into err.
  */
 struct face_model *face_model_load(const char *dir, const char *file,
-                                   int threads, int layout_opt,
-                                   const int64_t in_shape[4],
+                                   int threads, const int64_t in_shape[4],
                                    const char *const *output_names,
                                    int n_outputs, char *err, size_t errlen);
 
