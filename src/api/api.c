@@ -207,6 +207,62 @@ bool api_analyze(struct http_request *req, struct api *api, const char *field,
         return true;
 }
 
+/* One engine run handed to a helper thread. */
+struct engine_job {
+        struct face_engine *engine;
+        const struct face_image *img;
+        unsigned want;
+        int max_faces;
+        struct face_list *out;
+        enum face_status st;
+};
+
+static void *engine_job_run(void *arg)
+{
+        struct engine_job *job = arg;
+        job->st = face_engine_analyze(job->engine, job->img, job->want,
+                                      job->max_faces, job->out);
+        return NULL;
+}
+
+bool api_analyze_pair(struct http_request *req, struct api *api,
+                      const char *field_a, const char *field_b, unsigned want,
+                      int max_faces, const struct face_list **a,
+                      const struct face_list **b)
+{
+        struct face_image *img = http_request_alloc(req, 2 * sizeof *img);
+        struct face_list *out = http_request_alloc(req, 2 * sizeof *out);
+        struct engine_job job = {api->engine, &img[1], want,
+                                 max_faces,   &out[1], FACE_OK};
+        pthread_t tid;
+
+        /* Decode both first: a bad image is answered before any engine
+         * time is spent. */
+        memset(out, 0, 2 * sizeof *out);
+        *a = &out[0];
+        *b = &out[1];
+        if (!api_input_image(req, field_a, &api->limits, &img[0]) ||
+            !api_input_image(req, field_b, &api->limits, &img[1]))
+                return false;
+
+        /* The second image on a helper thread (or here, if none starts). */
+        bool threaded = pthread_create(&tid, NULL, engine_job_run, &job) == 0;
+        enum face_status st = face_engine_analyze(api->engine, &img[0], want,
+                                                  max_faces, &out[0]);
+        if (threaded)
+                pthread_join(tid, NULL);
+        else
+                engine_job_run(&job);
+        http_request_defer(req, list_release, &out[0]);
+        http_request_defer(req, list_release, &out[1]);
+        if (st != FACE_OK || job.st != FACE_OK) {
+                api_input_reply_face_status(req, st != FACE_OK ? st : job.st,
+                                            st != FACE_OK ? field_a : field_b);
+                return false;
+        }
+        return true;
+}
+
 /*
  * Idempotency.
  */

@@ -83,6 +83,17 @@ void api_reply_store(struct http_request *req, enum store_status st);
 bool api_analyze(struct http_request *req, struct api *api, const char *field,
                  unsigned want, int max_faces, const struct face_list **list);
 
+/*
+ * As api_analyze for two image fields at once: both are decoded first
+ * (a bad one is answered naming it), then the engine runs on the second
+ * in another thread while this one runs on the first, so a 1:1 compare
+ * takes about the time of one image when a core is free.
+ */
+bool api_analyze_pair(struct http_request *req, struct api *api,
+                      const char *field_a, const char *field_b, unsigned want,
+                      int max_faces, const struct face_list **a,
+                      const struct face_list **b);
+
 /* The face's quality failure reasons as a JSON array of names. */
 json_t *api_json_reasons(unsigned reasons);
 

@@ -40,14 +40,18 @@ static json_t *faces_summary(const struct face_list *list)
 }
 
 /*
- * Picks the face to enroll, or answers 422: exactly one face must pass
- * the quality gate, unless face_selection=largest takes the largest.
+ * Picks the face to enroll, or answers 422.  The face enrolled is the
+ * largest one, and it must pass the quality gate; another face that
+ * passes too makes the photo ambiguous (MULTIPLE_FACES), unless
+ * face_selection=largest says which.  A smaller face that passes while
+ * the largest fails is not taken: in a portrait it is a bystander or the
+ * cut edge of one, not the person meant.
  */
 static const struct face *choose_face(struct http_request *req,
                                       const struct face_list *list,
                                       bool largest)
 {
-        const struct face *pick = NULL;
+        const struct face *pick;
         int passing = 0;
 
         if (list->count == 0) {
@@ -55,19 +59,11 @@ static const struct face *choose_face(struct http_request *req,
                                  "No face was found in the image.", "image");
                 return NULL;
         }
-        for (int i = 0; i < list->count; i++) {
-                if (list->faces[i].quality.reasons == 0) {
-                        passing++;
-                        if (!pick)
-                                pick = &list->faces[i];
-                }
-        }
+        for (int i = 0; i < list->count; i++)
+                passing += list->faces[i].quality.reasons == 0;
 
-        /* Several good faces: the client must say which, or take the
-         * largest. */
-        if (largest)
-                pick = &list->faces[0];
-        else if (passing > 1) {
+        /* Several good faces: the client must say which. */
+        if (!largest && passing > 1) {
                 http_reply_error_ex(
                         req, 422, "MULTIPLE_FACES",
                         "The image holds more than one face; send one face, or "
@@ -76,15 +72,15 @@ static const struct face *choose_face(struct http_request *req,
                         json_pack("{s:o}", "faces", faces_summary(list)));
                 return NULL;
         }
-        if (!pick || pick->quality.reasons) {
-                const struct face *f = pick ? pick : &list->faces[0];
+        pick = &list->faces[0];
+        if (pick->quality.reasons) {
                 http_reply_error_ex(
                         req, 422, "FACE_QUALITY_TOO_LOW",
                         "The face is not good enough to enroll.", "image",
                         json_pack("{s:o, s:o, s:f}", "reasons",
-                                  api_json_reasons(f->quality.reasons), "box",
-                                  api_json_box(&f->box), "quality",
-                                  (double)f->quality.score));
+                                  api_json_reasons(pick->quality.reasons),
+                                  "box", api_json_box(&pick->box), "quality",
+                                  (double)pick->quality.score));
                 return NULL;
         }
         return pick;

@@ -139,11 +139,11 @@ static void verify(struct http_request *req, void *userdata)
         }
 
         /* The images: each must show a face; the largest one counts. */
-        if (!api_analyze(req, api, "image_a", FACE_WANT_EMBEDDING,
-                         VERIFY_MAX_FACES, &a))
-                return;
-        if (has_b && !api_analyze(req, api, "image_b", FACE_WANT_EMBEDDING,
-                                  VERIFY_MAX_FACES, &b))
+        if (has_b ? !api_analyze_pair(req, api, "image_a", "image_b",
+                                      FACE_WANT_EMBEDDING, VERIFY_MAX_FACES, &a,
+                                      &b)
+                  : !api_analyze(req, api, "image_a", FACE_WANT_EMBEDDING,
+                                 VERIFY_MAX_FACES, &a))
                 return;
         if (!need_face(req, a, "image_a") ||
             (has_b && !need_face(req, b, "image_b")))

@@ -91,7 +91,7 @@ test('enroll every face cut from the group photos', async () => {
     assert.equal(d.collection_id, tenant.collection.id);
     assert.equal(d.external_id, ext);
     assert.deepEqual(d.metadata, { sample: f.sample, index: f.index });
-    assert.equal(d.faces_detected, 1);
+    assert.ok(d.faces_detected >= 1); // a neighbour's edge may show
     assert.ok(d.box.width > 100 && d.box.height > 100);
     // Look-alikes already enrolled are reported, never the same person.
     assert.ok(Array.isArray(d.possible_duplicate_of));
@@ -101,7 +101,11 @@ test('enroll every face cut from the group photos', async () => {
     }
     assert.equal(typeof d.model_version, 'string');
     assert.match(d.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
-    enrolled.push({ ...f, id: d.id, ext });
+    // Where the enrolled face lies in the group photo: the crop may hold
+    // the edge of a neighbour's face too, and the box says which it took.
+    const box = { x: d.box.x + f.origin.x, y: d.box.y + f.origin.y,
+      width: d.box.width, height: d.box.height };
+    enrolled.push({ ...f, box, id: d.id, ext });
   }
   // Turned-away heads are refused (profile); most crops are frontal.
   assert.ok(enrolled.length >= Math.ceil(fx.faces.length * 0.5),

@@ -135,13 +135,17 @@ export function detect(file) {
 }
 
 // Cuts a square around box (margin times its side on each side) out of
-// photo into out, optionally scaled.
-export function cut(photo, box, out, { margin = 0.6, scale = 100 } = {}) {
+// photo into out, optionally scaled.  Returns out; the cut's top-left
+// corner in the photo goes into origin when given.
+export function cut(photo, box, out, { margin = 0.6, scale = 100,
+  origin = {} } = {}) {
   const side = box.x2 - box.x1;
   const pad = Math.round(side * margin);
   const w = Math.round(side) + 2 * pad;
   const x = Math.max(0, Math.round(box.x1) - pad);
   const y = Math.max(0, Math.round(box.y1) - pad);
+  origin.x = x;
+  origin.y = y;
   execFileSync('convert', [photo, '-crop', `${w}x${w}+${x}+${y}`, '+repage',
     '-resize', `${scale}%`, '-quality', '92', out]);
   return out;
@@ -150,8 +154,9 @@ export function cut(photo, box, out, { margin = 0.6, scale = 100 } = {}) {
 let cache = null;
 
 // Every face of the six sample photos cut into its own JPEG, once per
-// process: [{photo, index, box, file, file2}], file2 being a second,
-// wider and smaller cut of the same face.
+// process: [{photo, index, box, file, origin, file2}], origin being the
+// top-left corner of file in the photo, and file2 a second, wider and
+// smaller cut of the same face.
 export function faceFixtures() {
   if (cache) return cache;
   const dir = tempDir('frapi-faces-');
@@ -160,10 +165,13 @@ export function faceFixtures() {
     const photo = path.join(photosDir, `sample${n}.jpg`);
     const found = detect(photo);
     found.faces.forEach((f, i) => {
-      const file = cut(photo, f.box, path.join(dir, `s${n}f${i}.jpg`));
+      const origin = {};
+      const file = cut(photo, f.box, path.join(dir, `s${n}f${i}.jpg`),
+        { origin });
       const file2 = cut(photo, f.box, path.join(dir, `s${n}f${i}b.jpg`),
         { margin: 1.0, scale: 70 });
-      faces.push({ photo, sample: n, index: i, box: f.box, file, file2 });
+      faces.push({ photo, sample: n, index: i, box: f.box, file, origin,
+        file2 });
     });
   }
   cache = { dir, faces };
