@@ -168,6 +168,12 @@ static void enroll(struct http_request *req, void *userdata)
                 return;
         }
 
+        const unsigned char *orig = NULL;
+        size_t orig_len = 0;
+        if (k->coll.keep_originals && /* kept for re-embedding later */
+            !api_input_image_bytes(req, "image", true, &orig, &orig_len))
+                return;
+
         /* Who else it looks like, before it joins them. */
         json_t *others = json_array(), *same = json_array();
         find_duplicates(api, k->coll.id, face->embedding,
@@ -182,7 +188,8 @@ static void enroll(struct http_request *req, void *userdata)
         f.box = face->box;
         f.quality = face->quality.score;
         index_write_lock(api->index);
-        enum store_status st = store_face_insert(api->store, &f, NULL, 0);
+        enum store_status st =
+                store_face_insert(api->store, &f, orig, orig_len);
         if (st == STORE_OK &&
             index_add(api->index, f.collection_id, f.id, f.embedding) != 0) {
                 store_face_delete(api->store, f.collection_id, f.id);

@@ -3,9 +3,12 @@
 // listed page by page, changed, deleted, and found again after a
 // restart of the server.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  centre, client, faceFixtures, newTenant, part, startServer, tempDir,
+  admin, centre, client, faceFixtures, newTenant, part, startServer, tempDir,
 } from './lib/faceenv.mjs';
 
 let dataDir;
@@ -246,4 +249,24 @@ test('a restarted server finds every face again', async () => {
     assert.equal(g.status, deleted.has(e.id) ? 404 : 200);
   }
   await identifyAll();
+});
+
+test('original photos are kept only when the collection asks', async () => {
+  const keep = admin(dataDir, 'collections', 'create', 'Keeps photos',
+    '--keep-originals');
+  assert.equal(keep.keep_originals, true);
+  const key = admin(dataDir, 'keys', 'create', '--collection', keep.id,
+    '--rpm', '100000').key;
+  const kcall = client(srv.base, key);
+  const e = enrolled[1];
+  const kept = await kcall('POST', '/api/v1/faces',
+    { form: { image: part(e.file), name: 'Kept' } });
+  assert.equal(kept.status, 201, kept.text);
+
+  const db = path.join(dataDir, 'frapi.db');
+  const q = (sql) => execFileSync('sqlite3', [db, sql]).toString().trim();
+  assert.equal(q(`SELECT length(bytes) FROM originals WHERE face_id = '${
+    kept.body.data.id}'`), String(fs.statSync(e.file).size));
+  assert.equal(q(`SELECT count(*) FROM originals o JOIN faces f ON
+    f.id = o.face_id WHERE f.collection_id = '${tenant.collection.id}'`), '0');
 });
