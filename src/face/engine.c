@@ -295,6 +295,42 @@ static int run_window(struct face_engine *eng, const struct face_pyramid *pyr,
         return face_model_run(eng->detect, d->tensor, outs, lens);
 }
 
+/* A level of the scan: the photo scaled by s, sampled once so that its
+ * overlapping tiles are plain copies. */
+struct det_level {
+        float s;
+        int w, h;
+        uint8_t *rgb;
+};
+
+/* Runs the detector on the tile at (x0, y0) of the level; what lies
+ * beyond the level's edge is black, as the sampler would make it. */
+static int run_tile(struct face_engine *eng, const struct det_level *lv, int x0,
+                    int y0, struct det_scratch *d)
+{
+        const float black = -127 / 128.f;
+        const size_t plane = (size_t)DET_W * DET_H;
+        float *outs[2] = {d->scores, d->locs};
+        const size_t lens[2] = {DET_PRIORS * 2, DET_PRIORS * 4};
+
+        for (int y = 0; y < DET_H; y++) {
+                float *r = d->tensor + (size_t)y * DET_W;
+                const uint8_t *p =
+                        lv->rgb + ((size_t)(y0 + y) * lv->w + x0) * 3;
+                int n = y0 + y < lv->h ? lv->w - x0 : 0;
+
+                n = n > DET_W ? DET_W : n;
+                for (int x = 0; x < n; x++, p += 3) {
+                        r[x] = (p[0] - 127) * (1 / 128.f);
+                        r[plane + x] = (p[1] - 127) * (1 / 128.f);
+                        r[2 * plane + x] = (p[2] - 127) * (1 / 128.f);
+                }
+                for (int x = n; x < DET_W; x++)
+                        r[x] = r[plane + x] = r[2 * plane + x] = black;
+        }
+        return face_model_run(eng->detect, d->tensor, outs, lens);
+}
+
 /* Prior i of the last run as a box in photo pixels. */
 static struct face_box window_box(const struct det_scratch *d, int i, float s,
                                   float x0, float y0)
@@ -312,11 +348,13 @@ static struct face_box window_box(const struct det_scratch *d, int i, float s,
 /* One tile of a level.  Boxes cut by an edge shared with a neighbouring
  * tile are dropped: that neighbour sees the whole face. */
 static enum face_status detect_tile(struct face_engine *eng,
-                                    const struct face_pyramid *pyr, float s,
-                                    int x0, int y0, int sw, int sh,
+                                    const struct det_level *lv, int x0, int y0,
                                     struct det_scratch *d, struct boxes *found)
 {
-        if (run_window(eng, pyr, s, (float)x0, (float)y0, d))
+        float s = lv->s;
+        int sw = lv->w, sh = lv->h;
+
+        if (run_tile(eng, lv, x0, y0, d))
                 return FACE_ERR_INTERNAL;
 
         for (int i = 0; i < DET_PRIORS; i++) {
@@ -397,6 +435,31 @@ static int tile_origin(int i, int count, int len, int tile)
         return (int)((long)i * (len - tile) / (count - 1));
 }
 
+/* Scans the photo scaled by s with overlapping tiles. */
+static enum face_status scan_level(struct face_engine *eng,
+                                   const struct face_pyramid *pyr, float s,
+                                   struct det_scratch *d, struct boxes *found)
+{
+        struct det_level lv = {s, (int)ceilf(pyr->width[0] * s),
+                               (int)ceilf(pyr->height[0] * s), NULL};
+        int nx = tile_count(lv.w, DET_W), ny = tile_count(lv.h, DET_H);
+        struct face_affine m = {1 / s, 0,     0.5 / s - 0.5,
+                                0,     1 / s, 0.5 / s - 0.5};
+        enum face_status st = FACE_OK;
+
+        lv.rgb = malloc((size_t)lv.w * lv.h * 3);
+        if (!lv.rgb)
+                return FACE_ERR_NOMEM;
+        face_geom_sample(pyr, &m, lv.w, lv.h, lv.rgb);
+        for (int ty = 0; ty < ny && st == FACE_OK; ty++)
+                for (int tx = 0; tx < nx && st == FACE_OK; tx++)
+                        st = detect_tile(
+                                eng, &lv, tile_origin(tx, nx, lv.w, DET_W),
+                                tile_origin(ty, ny, lv.h, DET_H), d, found);
+        free(lv.rgb);
+        return st;
+}
+
 /*
  * Finds faces: the whole photo scaled into one detector input, then finer
  * scales (twice as fine each step) cut into overlapping tiles until the
@@ -425,19 +488,9 @@ static enum face_status detect(struct face_engine *eng,
 
         /* Level by level, coarse to fine. */
         for (;;) {
-                int sw = (int)ceilf(W * s), sh = (int)ceilf(H * s);
-                int nx = tile_count(sw, DET_W), ny = tile_count(sh, DET_H);
-
-                for (int ty = 0; ty < ny; ty++) {
-                        for (int tx = 0; tx < nx; tx++) {
-                                st = detect_tile(eng, pyr, s,
-                                                 tile_origin(tx, nx, sw, DET_W),
-                                                 tile_origin(ty, ny, sh, DET_H),
-                                                 sw, sh, &d, found);
-                                if (st != FACE_OK)
-                                        goto release;
-                        }
-                }
+                st = scan_level(eng, pyr, s, &d, found);
+                if (st != FACE_OK)
+                        goto release;
                 if (s * 1.3f >= s_max)
                         break;
                 s = fminf(s * 2, s_max);

@@ -220,92 +220,12 @@ void face_pyramid_free(struct face_pyramid *pyr)
 /* Bilinear taps along one axis: index of the first of two source
  * pixels (clamped into the image) and the weights of both, zero for a
  * tap outside the image. */
-struct taps {
-        int i0, i1;
-        float w0, w1;
-};
-
-static struct taps taps_at(double s, int len)
+/* face_geom_sample() for any map m into src, whose coordinates are
+ * (m(x, y) * f + off). */
+static void sample_general(const uint8_t *src, int w, int h,
+                           const struct face_affine *m, double f, double off,
+                           int out_w, int out_h, uint8_t *out)
 {
-        double fl = floor(s);
-        int i = (int)fl;
-        float t = (float)(s - fl);
-        struct taps tp = {i, i + 1, 1 - t, t};
-
-        if (i < 0 || i >= len)
-                tp.w0 = 0;
-        if (i + 1 < 0 || i + 1 >= len)
-                tp.w1 = 0;
-        tp.i0 = i < 0 ? 0 : (i >= len ? len - 1 : i);
-        tp.i1 = i + 1 < 0 ? 0 : (i + 1 >= len ? len - 1 : i + 1);
-        return tp;
-}
-
-enum { FAST_MAX = 1024 };
-
-/* face_geom_sample() for maps without rotation: src_x = ax * x + cx,
- * src_y = ey * y + fy in the coordinates of src.  The column taps are
- * computed once for all rows. */
-static void sample_axis_aligned(const uint8_t *src, int w, int h, double ax,
-                                double cx, double ey, double fy, int out_w,
-                                int out_h, uint8_t *out)
-{
-        struct taps col[FAST_MAX];
-
-        assert(out_w <= FAST_MAX);
-        for (int x = 0; x < out_w; x++)
-                col[x] = taps_at(ax * x + cx, w);
-
-        for (int y = 0; y < out_h; y++) {
-                struct taps row = taps_at(ey * y + fy, h);
-                const uint8_t *r0 = src + (size_t)row.i0 * w * 3;
-                const uint8_t *r1 = src + (size_t)row.i1 * w * 3;
-                uint8_t *o = out + (size_t)y * out_w * 3;
-
-                for (int x = 0; x < out_w; x++, o += 3) {
-                        const struct taps *c = &col[x];
-                        float w00 = row.w0 * c->w0, w01 = row.w0 * c->w1;
-                        float w10 = row.w1 * c->w0, w11 = row.w1 * c->w1;
-                        const uint8_t *p00 = r0 + c->i0 * 3;
-                        const uint8_t *p01 = r0 + c->i1 * 3;
-                        const uint8_t *p10 = r1 + c->i0 * 3;
-                        const uint8_t *p11 = r1 + c->i1 * 3;
-
-                        for (int ch = 0; ch < 3; ch++) {
-                                float v = w00 * p00[ch] + w01 * p01[ch] +
-                                          w10 * p10[ch] + w11 * p11[ch];
-
-                                o[ch] = (uint8_t)(v > 254.5f ? 255 : v + 0.5f);
-                        }
-                }
-        }
-}
-
-void face_geom_sample(const struct face_pyramid *pyr,
-                      const struct face_affine *m, int out_w, int out_h,
-                      uint8_t *out)
-{
-        double scale = sqrt(fabs(m->a * m->e - m->b * m->d));
-        int k = 0;
-
-        assert(pyr->levels >= 1 && out_w > 0 && out_h > 0);
-
-        /* Read the coarsest level that is still at least as fine as the
-         * output, so bilinear sampling never skips source pixels. */
-        while (k + 1 < pyr->levels && scale >= (double)(2 << k))
-                k++;
-        double f = 1.0 / (double)(1 << k), off = 0.5 * f - 0.5;
-        const uint8_t *src = pyr->rgb[k];
-        int w = pyr->width[k], h = pyr->height[k];
-
-        /* Crops and scalings (no rotation) take the fast path. */
-        if (m->b == 0 && m->d == 0 && out_w <= FAST_MAX) {
-                sample_axis_aligned(src, w, h, m->a * f, m->c * f + off,
-                                    m->e * f, m->f * f + off, out_w, out_h,
-                                    out);
-                return;
-        }
-
         for (int y = 0; y < out_h; y++) {
                 for (int x = 0; x < out_w; x++) {
                         double sx = (m->a * x + m->b * y + m->c) * f + off;
@@ -344,6 +264,101 @@ void face_geom_sample(const struct face_pyramid *pyr,
                                 o[c] = (uint8_t)fminf(acc[c] + 0.5f, 255.0f);
                 }
         }
+}
+
+struct taps {
+        int i0, i1; /* byte offsets of the two pixels along the axis */
+        int w0, w1; /* their weights, 0-256 (0 outside the image) */
+};
+
+static struct taps taps_at(double s, int len, int stride)
+{
+        double fl = floor(s);
+        int i = (int)fl;
+        int t = (int)lround((s - fl) * 256);
+        struct taps tp = {0, 0, 256 - t, t};
+
+        if (i < 0 || i >= len)
+                tp.w0 = 0;
+        if (i + 1 < 0 || i + 1 >= len)
+                tp.w1 = 0;
+        tp.i0 = (i < 0 ? 0 : (i >= len ? len - 1 : i)) * stride;
+        tp.i1 = (i + 1 < 0 ? 0 : (i + 1 >= len ? len - 1 : i + 1)) * stride;
+        return tp;
+}
+
+enum { FAST_MAX = 1024 };
+
+/* face_geom_sample() for maps without rotation: src_x = ax * x + cx,
+ * src_y = ey * y + fy in the coordinates of src.  The column taps are
+ * computed once for all rows, and the blend is in 8.8 fixed point, which
+ * the compiler vectorises. */
+static void sample_axis_aligned(const uint8_t *src, int w, int h, double ax,
+                                double cx, double ey, double fy, int out_w,
+                                int out_h, uint8_t *out)
+{
+        struct taps stack[FAST_MAX];
+        struct taps *col = stack;
+
+        /* Wide outputs (a whole scan level) need a heap table; without
+         * one, fall back to the general path. */
+        if (out_w > FAST_MAX && !(col = malloc(sizeof *col * out_w))) {
+                struct face_affine m = {ax, 0, cx, 0, ey, fy};
+
+                sample_general(src, w, h, &m, 1, 0, out_w, out_h, out);
+                return;
+        }
+        for (int x = 0; x < out_w; x++)
+                col[x] = taps_at(ax * x + cx, w, 3);
+
+        for (int y = 0; y < out_h; y++) {
+                struct taps row = taps_at(ey * y + fy, h, w * 3);
+                const uint8_t *r0 = src + row.i0, *r1 = src + row.i1;
+                uint8_t *o = out + (size_t)y * out_w * 3;
+
+                for (int x = 0; x < out_w; x++, o += 3) {
+                        const struct taps c = col[x];
+
+                        for (int ch = 0; ch < 3; ch++) {
+                                int top = c.w0 * r0[c.i0 + ch] +
+                                          c.w1 * r0[c.i1 + ch];
+                                int bottom = c.w0 * r1[c.i0 + ch] +
+                                             c.w1 * r1[c.i1 + ch];
+
+                                o[ch] = (uint8_t)((row.w0 * top +
+                                                   row.w1 * bottom + 32768) >>
+                                                  16);
+                        }
+                }
+        }
+        if (col != stack)
+                free(col);
+}
+
+void face_geom_sample(const struct face_pyramid *pyr,
+                      const struct face_affine *m, int out_w, int out_h,
+                      uint8_t *out)
+{
+        double scale = sqrt(fabs(m->a * m->e - m->b * m->d));
+        int k = 0;
+
+        assert(pyr->levels >= 1 && out_w > 0 && out_h > 0);
+
+        /* Read the coarsest level that is still at least as fine as the
+         * output, so bilinear sampling never skips source pixels. */
+        while (k + 1 < pyr->levels && scale >= (double)(2 << k))
+                k++;
+        double f = 1.0 / (double)(1 << k), off = 0.5 * f - 0.5;
+        const uint8_t *src = pyr->rgb[k];
+        int w = pyr->width[k], h = pyr->height[k];
+
+        /* Crops and scalings (no rotation) take the fast path. */
+        if (m->b == 0 && m->d == 0)
+                sample_axis_aligned(src, w, h, m->a * f, m->c * f + off,
+                                    m->e * f, m->f * f + off, out_w, out_h,
+                                    out);
+        else
+                sample_general(src, w, h, m, f, off, out_w, out_h, out);
 }
 
 struct face_affine face_geom_box_map(float x, float y, float w, float h,
