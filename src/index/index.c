@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define INDEX_X86 1
 #endif
@@ -171,9 +172,13 @@ static void pick_kernel(void)
                 half_table[h] = half_to_float((uint16_t)h);
         scan_kernel = scan_portable;
 #ifdef INDEX_X86
+        /* F16C is read from CPUID leaf 1 directly: not every compiler's
+         * __builtin_cpu_supports() knows its name. */
+        unsigned a, b, c, d;
+        bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-            __builtin_cpu_supports("f16c"))
+            f16c)
                 scan_kernel = scan_avx2;
 #endif
 }
