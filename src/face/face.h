@@ -134,6 +134,8 @@ enum face_status face_engine_new(const struct face_engine_config *cfg,
                                  struct face_engine **out, char *err,
                                  size_t errlen);
 
+/* Releases every model of eng; no call may be running on it.  NULL is
+ * accepted. */
 void face_engine_free(struct face_engine *eng);
 
 /* The configuration the engine runs with. */
@@ -206,6 +208,7 @@ enum face_status face_engine_analyze(struct face_engine *eng,
                                      unsigned want, int max_faces,
                                      struct face_list *out);
 
+/* Releases the faces of list and zeroes it; safe on a zeroed list. */
 void face_list_free(struct face_list *list);
 
 /*

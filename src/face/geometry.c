@@ -220,6 +220,31 @@ void face_pyramid_free(struct face_pyramid *pyr)
 /* Bilinear taps along one axis: index of the first of two source
  * pixels (clamped into the image) and the weights of both, zero for a
  * tap outside the image. */
+/* The bilinear value of src at (sx, sy) into o; black outside. */
+static void bilinear(const uint8_t *src, int w, int h, double sx, double sy,
+                     uint8_t *o)
+{
+        double fx0 = floor(sx), fy0 = floor(sy);
+        int x0 = (int)fx0, y0 = (int)fy0;
+        float wx = (float)(sx - fx0), wy = (float)(sy - fy0);
+        float acc[3] = {0, 0, 0};
+
+        for (int j = 0; j < 4; j++) {
+                int xx = x0 + (j & 1), yy = y0 + (j >> 1);
+                float wgt = ((j & 1) ? wx : 1 - wx) * ((j >> 1) ? wy : 1 - wy);
+                const uint8_t *p;
+
+                if (xx < 0 || xx >= w || yy < 0 || yy >= h)
+                        continue;
+                p = src + ((size_t)yy * w + xx) * 3;
+                acc[0] += wgt * p[0];
+                acc[1] += wgt * p[1];
+                acc[2] += wgt * p[2];
+        }
+        for (int c = 0; c < 3; c++)
+                o[c] = (uint8_t)fminf(acc[c] + 0.5f, 255.0f);
+}
+
 /* face_geom_sample() for any map m into src, whose coordinates are
  * (m(x, y) * f + off). */
 static void sample_general(const uint8_t *src, int w, int h,
@@ -230,38 +255,9 @@ static void sample_general(const uint8_t *src, int w, int h,
                 for (int x = 0; x < out_w; x++) {
                         double sx = (m->a * x + m->b * y + m->c) * f + off;
                         double sy = (m->d * x + m->e * y + m->f) * f + off;
-                        double fx0 = floor(sx), fy0 = floor(sy);
-                        uint8_t *o = out + ((size_t)y * out_w + x) * 3;
-                        float acc[3] = {0, 0, 0};
 
-                        /* Outside the photo the picture is black. */
-                        if (sx <= -1 || sy <= -1 || sx >= w || sy >= h) {
-                                o[0] = o[1] = o[2] = 0;
-                                continue;
-                        }
-                        int x0 = (int)fx0, y0 = (int)fy0;
-                        float wx = (float)(sx - fx0), wy = (float)(sy - fy0);
-                        for (int j = 0; j < 2; j++) {
-                                int yy = y0 + j;
-                                float wyj = j ? wy : 1 - wy;
-
-                                if (yy < 0 || yy >= h)
-                                        continue;
-                                for (int i = 0; i < 2; i++) {
-                                        int xx = x0 + i;
-                                        float wgt = wyj * (i ? wx : 1 - wx);
-                                        const uint8_t *p;
-
-                                        if (xx < 0 || xx >= w)
-                                                continue;
-                                        p = src + ((size_t)yy * w + xx) * 3;
-                                        acc[0] += wgt * p[0];
-                                        acc[1] += wgt * p[1];
-                                        acc[2] += wgt * p[2];
-                                }
-                        }
-                        for (int c = 0; c < 3; c++)
-                                o[c] = (uint8_t)fminf(acc[c] + 0.5f, 255.0f);
+                        bilinear(src, w, h, sx, sy,
+                                 out + ((size_t)y * out_w + x) * 3);
                 }
         }
 }

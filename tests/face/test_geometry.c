@@ -185,6 +185,13 @@ static void sample_reads_through_the_map(void **state)
         for (int i = 0; i < 16; i++)
                 NEAR(out[i * 3], 4 * i + 1.5, 1.01);
 
+        /* A quarter turn takes the general path: down the output column
+         * runs along the ramp. */
+        struct face_affine turn = {0, 1, 100, 1, 0, 10};
+        face_geom_sample(&pyr, &turn, 1, 16, out);
+        for (int i = 0; i < 16; i++)
+                assert_int_equal(out[i * 3], 100 + i);
+
         /* Left of the photo is black. */
         struct face_affine left = {1, 0, -40, 0, 1, 10};
         face_geom_sample(&pyr, &left, 16, 1, out);
