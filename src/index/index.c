@@ -30,6 +30,10 @@
 /* Searches over at least this many blocks use several threads. */
 #define INDEX_PARALLEL_BLOCKS 16
 #define INDEX_THREADS         4
+/* First-pass candidates beyond k, and the margin below the bar they get:
+ * 8-bit rounding moves a similarity by about 0.001, rarely 0.005. */
+#define INDEX_EXTRA       32
+#define INDEX_ROUGH_SLACK 0.02f
 
 /* The threads one search may use: the online CPUs, at most
  * INDEX_THREADS; set once with the kernel. */
@@ -37,6 +41,8 @@ static int search_threads = 1;
 
 struct block {
         uint16_t *vec; /* INDEX_BLOCK * DIM halves, 64-byte aligned */
+        int8_t *q8;    /* the same vectors in 8 bits, for the first pass */
+        float *scale;  /* per vector: q8 * scale ~ vec */
         char (*ids)[STORE_ID_MAX]; /* INDEX_BLOCK ids */
 };
 
@@ -159,6 +165,58 @@ scan_avx2(const float *q, const uint16_t *v, size_t n, float *out)
 }
 #endif
 
+/* Integer dot products of the 16-bit query q with n packed 8-bit vectors
+ * (the first pass): out[i] = sum q[j] * v[i][j]. */
+typedef void (*scan8_fn)(const int16_t *q, const int8_t *v, size_t n,
+                         int32_t *out);
+
+static void scan8_portable(const int16_t *q, const int8_t *v, size_t n,
+                           int32_t *out)
+{
+        for (size_t i = 0; i < n; i++, v += DIM) {
+                int32_t acc[8] = {0};
+                for (int j = 0; j < DIM; j += 8)
+                        for (int l = 0; l < 8; l++)
+                                acc[l] += (int32_t)q[j + l] * v[j + l];
+                out[i] = acc[0] + acc[1] + acc[2] + acc[3] + acc[4] + acc[5] +
+                         acc[6] + acc[7];
+        }
+}
+
+#ifdef INDEX_X86
+__attribute__((target("avx2"))) static void
+scan8_avx2(const int16_t *q, const int8_t *v, size_t n, int32_t *out)
+{
+        for (size_t i = 0; i < n; i++, v += DIM) {
+                __m256i a0 = _mm256_setzero_si256();
+                __m256i a1 = _mm256_setzero_si256();
+                for (int j = 0; j < DIM; j += 32) {
+                        __m256i x0 = _mm256_cvtepi8_epi16(
+                                _mm_load_si128((const __m128i *)(v + j)));
+                        __m256i x1 = _mm256_cvtepi8_epi16(
+                                _mm_load_si128((const __m128i *)(v + j + 16)));
+                        a0 = _mm256_add_epi32(
+                                a0,
+                                _mm256_madd_epi16(
+                                        x0, _mm256_loadu_si256(
+                                                    (const __m256i *)(q + j))));
+                        a1 = _mm256_add_epi32(
+                                a1, _mm256_madd_epi16(
+                                            x1, _mm256_loadu_si256((
+                                                        const __m256i *)(q + j +
+                                                                         16))));
+                }
+                __m256i s = _mm256_add_epi32(a0, a1);
+                __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s),
+                                          _mm256_extracti128_si256(s, 1));
+                int32_t t[4];
+                _mm_storeu_si128((__m128i *)t, h);
+                out[i] = t[0] + t[1] + t[2] + t[3];
+        }
+}
+#endif
+
+static scan8_fn scan8_kernel;
 static scan_fn scan_kernel;
 static pthread_once_t scan_once = PTHREAD_ONCE_INIT;
 
@@ -171,6 +229,7 @@ static void pick_kernel(void)
         for (uint32_t h = 0; h < 65536; h++)
                 half_table[h] = half_to_float((uint16_t)h);
         scan_kernel = scan_portable;
+        scan8_kernel = scan8_portable;
 #ifdef INDEX_X86
         /* F16C is read from CPUID leaf 1 directly: not every compiler's
          * __builtin_cpu_supports() knows its name. */
@@ -178,8 +237,10 @@ static void pick_kernel(void)
         bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-            f16c)
+            f16c) {
                 scan_kernel = scan_avx2;
+                scan8_kernel = scan8_avx2;
+        }
 #endif
 }
 
@@ -217,6 +278,8 @@ static void coll_free(struct coll *c)
 {
         for (size_t b = 0; b < c->nblocks; b++) {
                 free(c->blocks[b].vec);
+                free(c->blocks[b].q8);
+                free(c->blocks[b].scale);
                 free(c->blocks[b].ids);
         }
         free(c->blocks);
@@ -294,14 +357,40 @@ static int coll_reserve(struct coll *c)
         }
         struct block b;
         b.vec = aligned_alloc(64, sizeof(uint16_t) * DIM * INDEX_BLOCK);
+        b.q8 = aligned_alloc(64, DIM * INDEX_BLOCK);
+        b.scale = malloc(sizeof *b.scale * INDEX_BLOCK);
         b.ids = malloc(sizeof *b.ids * INDEX_BLOCK);
-        if (!b.vec || !b.ids) {
+        if (!b.vec || !b.q8 || !b.scale || !b.ids) {
                 free(b.vec);
+                free(b.q8);
+                free(b.scale);
                 free(b.ids);
                 return -1;
         }
         c->blocks[c->nblocks++] = b;
         return 0;
+}
+
+static int8_t *q8_at(const struct coll *c, size_t i)
+{
+        return c->blocks[i / INDEX_BLOCK].q8 + (i % INDEX_BLOCK) * DIM;
+}
+
+static float *scale_at(const struct coll *c, size_t i)
+{
+        return &c->blocks[i / INDEX_BLOCK].scale[i % INDEX_BLOCK];
+}
+
+/* Quantises v to 8 bits with one scale: out * scale ~ v. */
+static void quantize8(const float *v, int8_t *out, float *scale)
+{
+        float m = 0.0f;
+        for (int i = 0; i < DIM; i++)
+                m = fabsf(v[i]) > m ? fabsf(v[i]) : m;
+        float s = m > 0.0f ? m / 127.0f : 1.0f;
+        for (int i = 0; i < DIM; i++)
+                out[i] = (int8_t)lrintf(v[i] / s);
+        *scale = s;
 }
 
 static uint16_t *vec_at(const struct coll *c, size_t i)
@@ -323,6 +412,7 @@ int index_add(struct index *idx, const char *collection, const char *face_id,
         uint16_t *v = vec_at(c, c->count);
         for (int i = 0; i < DIM; i++)
                 v[i] = float_to_half(emb[i]);
+        quantize8(emb, q8_at(c, c->count), scale_at(c, c->count));
         snprintf(id_at(c, c->count), STORE_ID_MAX, "%s", face_id);
         c->count++;
         return 0;
@@ -343,6 +433,8 @@ bool index_remove(struct index *idx, const char *collection,
                 if (i != last) {
                         memcpy(vec_at(c, i), vec_at(c, last),
                                sizeof(uint16_t) * DIM);
+                        memcpy(q8_at(c, i), q8_at(c, last), DIM);
+                        *scale_at(c, i) = *scale_at(c, last);
                         memcpy(id_at(c, i), id_at(c, last), STORE_ID_MAX);
                 }
                 c->count--;
@@ -351,6 +443,8 @@ bool index_remove(struct index *idx, const char *collection,
                 if (c->nblocks * INDEX_BLOCK - c->count > INDEX_BLOCK) {
                         struct block *b = &c->blocks[--c->nblocks];
                         free(b->vec);
+                        free(b->q8);
+                        free(b->scale);
                         free(b->ids);
                 }
                 return true;
@@ -371,7 +465,8 @@ size_t index_memory(struct index *idx)
                 const struct coll *c = idx->colls[i];
                 bytes += sizeof *c + c->capblocks * sizeof *c->blocks +
                          c->nblocks * INDEX_BLOCK *
-                                 (sizeof(uint16_t) * DIM + STORE_ID_MAX);
+                                 (sizeof(uint16_t) * DIM + DIM + sizeof(float) +
+                                  STORE_ID_MAX);
         }
         return bytes;
 }
@@ -391,38 +486,80 @@ static void topk_push(struct index_hit *hits, int *n, int k, const char *id,
         hits[i].similarity = sim;
 }
 
+/* A first-pass candidate: its rough similarity and where it lies. */
+struct cand {
+        float rough;
+        size_t pos;
+};
+
 /* One share of a search: blocks [first, end) into its own top k. */
 struct share {
         const struct coll *c;
         const float *query;
+        const int16_t *q16; /* the query in 16 bits */
+        float q16_scale;    /* q16 * q16_scale ~ query */
         size_t first, end;
         int k;
         float min_similarity;
         int n;
         struct index_hit hits[INDEX_MAX_K];
+        int ncand;
+        struct cand cands[INDEX_MAX_K + INDEX_EXTRA];
 };
 
+/* Keeps the best `cap` candidates by rough similarity, best first. */
+static void cand_push(struct share *sh, int cap, float rough, size_t pos)
+{
+        if (sh->ncand == cap && rough <= sh->cands[cap - 1].rough)
+                return;
+        int i = sh->ncand < cap ? sh->ncand++ : cap - 1;
+        while (i > 0 && sh->cands[i - 1].rough < rough) {
+                sh->cands[i] = sh->cands[i - 1];
+                i--;
+        }
+        sh->cands[i] = (struct cand){rough, pos};
+}
+
+/*
+ * Two passes.  The first reads the 8-bit vectors (half the bytes of the
+ * half-precision ones) and keeps the k + INDEX_EXTRA best, with a margin
+ * of INDEX_ROUGH_SLACK below the bar for the rounding of 8 bits.  The
+ * second scores those few on the half-precision vectors.
+ */
 static void *scan_share(void *arg)
 {
         struct share *sh = arg;
         const struct coll *c = sh->c;
-        scan_fn scan = kernel();
-        float scores[INDEX_BLOCK];
+        scan8_fn scan8 = scan8_kernel;
+        int32_t dots[INDEX_BLOCK];
+        int cap = sh->k + INDEX_EXTRA;
+        /* Similarities are clamped at 0: a bar of 0 takes every face. */
+        float bar = sh->min_similarity > 0.0f
+                            ? sh->min_similarity - INDEX_ROUGH_SLACK
+                            : -INFINITY;
 
-        /* One kernel call per block, then keep the best above the bar. */
         for (size_t b = sh->first; b < sh->end; b++) {
                 size_t start = b * INDEX_BLOCK;
                 if (start >= c->count)
                         break;
                 size_t len = c->count - start < INDEX_BLOCK ? c->count - start
                                                             : INDEX_BLOCK;
-                scan(sh->query, c->blocks[b].vec, len, scores);
+                scan8(sh->q16, c->blocks[b].q8, len, dots);
+                const float *scale = c->blocks[b].scale;
                 for (size_t i = 0; i < len; i++) {
-                        float s = scores[i] > 0.0f ? scores[i] : 0.0f;
-                        if (s >= sh->min_similarity)
-                                topk_push(sh->hits, &sh->n, sh->k,
-                                          c->blocks[b].ids[i], s);
+                        float r = (float)dots[i] * scale[i] * sh->q16_scale;
+                        if (r >= bar)
+                                cand_push(sh, cap, r, start + i);
                 }
+        }
+
+        for (int i = 0; i < sh->ncand; i++) {
+                size_t pos = sh->cands[i].pos;
+                float s;
+                scan_kernel(sh->query, vec_at(c, pos), 1, &s);
+                s = s > 0.0f ? s : 0.0f;
+                if (s >= sh->min_similarity)
+                        topk_push(sh->hits, &sh->n, sh->k, id_at(c, pos), s);
         }
         return NULL;
 }
@@ -431,7 +568,9 @@ int index_search(struct index *idx, const char *collection, const float *query,
                  int k, float min_similarity, struct index_hit *hits)
 {
         struct coll *c = find_coll(idx, collection);
-        kernel(); /* picks the kernel and sets search_threads */
+        kernel(); /* picks the kernels and sets search_threads */
+        int16_t q16[DIM] __attribute__((aligned(32)));
+        float qmax = 0.0f;
         struct share sh[INDEX_THREADS];
         pthread_t tid[INDEX_THREADS];
         int n = 0;
@@ -439,6 +578,14 @@ int index_search(struct index *idx, const char *collection, const float *query,
         assert(k >= 0 && k <= INDEX_MAX_K);
         if (!c || k == 0)
                 return 0;
+
+        /* The query in 16 bits for the first pass; 16383 keeps 512
+         * products of 127 * 16383 inside an int32. */
+        for (int i = 0; i < DIM; i++)
+                qmax = fabsf(query[i]) > qmax ? fabsf(query[i]) : qmax;
+        float qs = qmax > 0.0f ? qmax / 16383.0f : 1.0f;
+        for (int i = 0; i < DIM; i++)
+                q16[i] = (int16_t)lrintf(query[i] / qs);
 
         /* Large collections are split over several threads: one core
          * alone cannot read memory as fast as the cores together. */
@@ -448,6 +595,8 @@ int index_search(struct index *idx, const char *collection, const float *query,
         for (int t = 0; t < shares; t++) {
                 sh[t] = (struct share){.c = c,
                                        .query = query,
+                                       .q16 = q16,
+                                       .q16_scale = qs,
                                        .first = used * t / shares,
                                        .end = used * (t + 1) / shares,
                                        .k = k,

@@ -1,12 +1,15 @@
 /*
  * index.h - the 1:N index: every collection's embeddings in memory, and
- * exact top-k search over them by dot product.
+ * brute-force top-k search over them by dot product.
  *
  * Embeddings are L2-normalised float32 vectors of FACE_EMBEDDING_DIM; the
  * similarity reported is face_similarity()'s scale (the cosine, clamped
- * at 0).  Storage is in blocks of INDEX_BLOCK faces, so growing never
- * copies and memory stays within a block of the faces held: 2,048 bytes
- * of vector and STORE_ID_MAX bytes of id per face.
+ * at 0), computed on half-precision copies: within 0.001 of the float32
+ * value (callers that need it exact rescore the few hits).  A first pass
+ * over 8-bit copies picks the candidates.  Storage is in blocks of
+ * INDEX_BLOCK faces, so growing never copies and memory stays within a
+ * block of the faces held: 1,024 + 512 + 4 bytes of vectors and
+ * STORE_ID_MAX bytes of id per face.
  *
  * Locking is the caller's: index_add and index_remove need the write
  * lock, index_search and index_count the read lock.  The API holds the

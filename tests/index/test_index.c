@@ -200,6 +200,15 @@ static void test_large_parallel(void **state)
                 check_query(idx, "col_a", vecs, gone, n,
                             vecs + (size_t)(t * 13331) * D, 10, 0.0f);
 
+        /* Random queries against a bar that many faces pass barely: the
+         * 8-bit first pass must not lose any of the true top k. */
+        float q[D];
+        for (int t = 0; t < 5; t++) {
+                unit(q);
+                check_query(idx, "col_a", vecs, gone, n, q, 20, 0.1f);
+                check_query(idx, "col_a", vecs, gone, n, q, 100, 0.0f);
+        }
+
         /* Memory stays within the budget of 2.2 KB per face. */
         assert_true(index_memory(idx) / (size_t)n < 2200);
         free(gone);
