@@ -342,6 +342,8 @@ int main(int argc, char **argv)
         report_rates(pairs, n_pairs, far_thr, "at FAR<=1e-3, threshold");
         report_rates(pairs, n_pairs, FACE_DEFAULT_MATCH_THRESHOLD,
                      "at the default threshold");
+        for (int t = 30; t <= 60; t += 5)
+                report_rates(pairs, n_pairs, t / 100.0f, "at threshold");
         free(imp);
 
         for (int i = 0; i < 2 * n_pairs; i++)
