@@ -631,24 +631,32 @@ static int embed(struct face_engine *eng, const uint8_t *aligned,
 {
         static const float mean[3] = {127.5f, 127.5f, 127.5f};
         static const float inv[3] = {1 / 128.f, 1 / 128.f, 1 / 128.f};
-        float tensor[EMB_SIZE * EMB_SIZE * 3];
+        float *tensor = malloc(sizeof(float) * EMB_SIZE * EMB_SIZE * 3);
         float *outs[1] = {out};
         const size_t len[1] = {FACE_EMBEDDING_DIM};
         double norm = 0;
+        int rc = -1;
 
+        /* Tensors live on the heap: server threads may have small
+         * stacks. */
+        if (!tensor)
+                return -1;
         to_planar(aligned, EMB_SIZE, EMB_SIZE, EMB_BGR, mean, inv, tensor);
         if (face_model_run(eng->feature, tensor, outs, len))
-                return -1;
+                goto release;
 
         /* Unit length, so that similarity is a dot product. */
         for (int i = 0; i < FACE_EMBEDDING_DIM; i++)
                 norm += (double)out[i] * out[i];
         norm = sqrt(norm);
         if (norm <= 0)
-                return -1;
+                goto release;
         for (int i = 0; i < FACE_EMBEDDING_DIM; i++)
                 out[i] = (float)(out[i] / norm);
-        return 0;
+        rc = 0;
+release:
+        free(tensor);
+        return rc;
 }
 
 /*
@@ -676,20 +684,27 @@ static int liveness(struct face_engine *eng, const struct face_pyramid *pyr,
         static const float mean[3] = {0, 0, 0};
         static const float inv[3] = {1, 1, 1};
         uint8_t pix[LIVE_SIZE * LIVE_SIZE * 3];
-        float tensor[LIVE_SIZE * LIVE_SIZE * 3], prob[3];
+        float *tensor = malloc(sizeof(float) * LIVE_SIZE * LIVE_SIZE * 3);
+        float prob[3];
+        int rc = -1;
         float *outs[1] = {prob};
         const size_t len[1] = {3};
         struct face_affine m = context_map(box, pyr->width[0], pyr->height[0],
                                            LIVE_CONTEXT, LIVE_SIZE);
 
         /* The model reads BGR values 0-255; class 0 is a live face. */
+        if (!tensor)
+                return -1;
         face_geom_sample(pyr, &m, LIVE_SIZE, LIVE_SIZE, pix);
         to_planar(pix, LIVE_SIZE, LIVE_SIZE, 1, mean, inv, tensor);
         if (face_model_run(eng->liveness, tensor, outs, len))
-                return -1;
+                goto release;
         softmax(prob, 3);
         *live = prob[0];
-        return 0;
+        rc = 0;
+release:
+        free(tensor);
+        return rc;
 }
 
 /* Head pose in degrees: three 66-bin classifiers of 3 degrees each. */
