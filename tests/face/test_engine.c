@@ -277,6 +277,48 @@ static VipsImage *one_face(struct face_image *img, int margin_pct)
         return cut;
 }
 
+/* A face cut by the photo's edge (the crop starts inside the face, on
+ * the left and then on top) is still found and still matches: the
+ * alignment reads black beyond the edge. */
+static void face_at_the_border_still_matches(void **state)
+{
+        struct face_image img = load(".deps/photos/sample6.jpg");
+        struct face_list l = analyze(&img, FACE_WANT_EMBEDDING);
+        VipsImage *photo = as_vips(&img);
+        struct face_box b;
+
+        (void)state;
+        assert_true(l.count > 0);
+        b = l.faces[0].box;
+        for (int side = 0; side < 2; side++) {
+                float w = b.x2 - b.x1;
+                int x = (int)(side == 0 ? b.x1 + 0.08f * w : b.x1 - 0.3f * w);
+                int y = (int)(side == 0 ? b.y1 - 0.3f * w : b.y1 + 0.08f * w);
+                int cw = (int)fminf(img.width - x, 1.6f * w);
+                int ch = (int)fminf(img.height - y, 1.6f * w);
+                VipsImage *cut;
+                struct face_image v;
+                struct face f;
+
+                if (vips_crop(photo, &cut, x, y, cw, ch, NULL))
+                        fail_msg("vips: %s", vips_error_buffer());
+                v = reencode(cut, 90);
+                f = largest_face(&v);
+                /* The face's box reaches (nearly) to the cut edge. */
+                assert_true((side == 0 ? f.box.x1 : f.box.y1) < 0.1f * w);
+                if (face_similarity(f.embedding, l.faces[0].embedding) <
+                    FACE_DEFAULT_MATCH_THRESHOLD)
+                        fail_msg("cut on side %d: similarity %.3f", side,
+                                 face_similarity(f.embedding,
+                                                 l.faces[0].embedding));
+                face_image_free(&v);
+                g_object_unref(cut);
+        }
+        g_object_unref(photo);
+        face_list_free(&l);
+        face_image_free(&img);
+}
+
 /*
  * Row F1: pixels rotated without an EXIF tag.  The engine does not search
  * rotations (docs/engine.md): the answer is a success, with the face or
@@ -511,6 +553,7 @@ int main(void)
                 cmocka_unit_test(sample_photos_have_every_face),
                 cmocka_unit_test(cutout_matches_itself_only),
                 cmocka_unit_test(similarity_is_symmetric_with_top_at_self),
+                cmocka_unit_test(face_at_the_border_still_matches),
                 cmocka_unit_test(rotated_face_is_handled),
                 cmocka_unit_test(small_crops_are_too_small),
                 cmocka_unit_test(tiny_face_in_large_photo_is_found),
