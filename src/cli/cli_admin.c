@@ -309,11 +309,12 @@ int cli_keys(int argc, char **argv)
                 goto out;
         log_info("admin", "Created API key %s for collection %s.", rec.id,
                  coll);
-        rc = print_json(json_pack("{s:s, s:s, s:s, s:s?, s:i, s:O, s:I}", "id",
-                                  rec.id, "key", key, "collection_id", coll,
-                                  "name", name, "rpm", (int)rpm, "allowed_ips",
-                                  allow, "created_ms",
-                                  (json_int_t)rec.created_ms));
+        /* rpm null: the server's default limit applies. */
+        rc = print_json(json_pack(
+                "{s:s, s:s, s:s, s:s?, s:o, s:O, s:I}", "id", rec.id, "key",
+                key, "collection_id", coll, "name", name, "rpm",
+                rpm ? json_integer(rpm) : json_null(), "allowed_ips", allow,
+                "created_ms", (json_int_t)rec.created_ms));
 out:
         sodium_memzero(key, sizeof key);
         sodium_memzero(pepper, sizeof pepper);
