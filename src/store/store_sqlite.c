@@ -10,10 +10,12 @@
 #include "util/log.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum stmt_id {
         ST_COLL_INSERT,
@@ -887,6 +889,12 @@ enum store_status store_sqlite_open(const char *dir, struct store **out,
                          q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc));
                 goto fail;
         }
+
+        /* Faces are biometric data: the file is for the service's user
+         * alone (SQLite gives its -wal and -shm files the same mode). */
+        if (chmod(path, 0600) != 0)
+                log_warn("store", "Cannot make %s private: %s.", path,
+                         strerror(errno));
 
         /* WAL lets readers of other processes (backups, the CLI) run during
          * writes; NORMAL sync is durable across process crashes in WAL. */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -137,6 +138,16 @@ static void test_reopen_keeps_data(void **state)
         assert_memory_equal(g.embedding, f.embedding, sizeof f.embedding);
         store_face_clear(&f);
         store_face_clear(&g);
+}
+
+static void test_database_is_private(void **state)
+{
+        struct fixture *fx = *state;
+        char path[128];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/frapi.db", fx->dir);
+        assert_int_equal(stat(path, &sb), 0);
+        assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
 static void test_collection_get(void **state)
@@ -378,6 +389,7 @@ int main(void)
                 T(test_migrations_once_per_module),
                 T(test_failing_migration_rolls_back),
                 T(test_reopen_keeps_data),
+                T(test_database_is_private),
                 T(test_collection_get),
                 T(test_face_crud),
                 T(test_collections_isolated),
