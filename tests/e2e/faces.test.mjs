@@ -270,3 +270,47 @@ test('original photos are kept only when the collection asks', async () => {
   assert.equal(q(`SELECT count(*) FROM originals o JOIN faces f ON
     f.id = o.face_id WHERE f.collection_id = '${tenant.collection.id}'`), '0');
 });
+
+test('liveness and detect answer per face; enroll can require a live face',
+  async () => {
+    const photo = fx.faces.find((f) => f.sample === 6).photo;
+    const live = await call('POST', '/api/v1/liveness',
+      { form: { image: part(photo) } });
+    assert.equal(live.status, 200, live.text);
+    assert.ok(live.body.data.faces.length >= 3);
+    for (const f of live.body.data.faces) {
+      assert.ok(f.liveness_score >= 0 && f.liveness_score <= 1);
+      assert.equal(f.live, f.liveness_score >= f.threshold);
+      assert.ok(f.box.width > 0);
+    }
+
+    const det = await call('POST', '/api/v1/detect',
+      { form: { image: part(photo), max_faces: '2' } });
+    assert.equal(det.status, 200, det.text);
+    assert.equal(det.body.data.faces.length, 2);
+    const f0 = det.body.data.faces[0];
+    assert.equal(f0.landmarks.length, 68);
+    assert.equal(f0.points5.length, 5);
+    assert.equal(typeof f0.quality.passes, 'boolean');
+    assert.ok(Array.isArray(f0.quality.reasons));
+    assert.ok(['male', 'female'].includes(f0.attributes.gender));
+    assert.ok(f0.attributes.age > 0 && f0.attributes.age < 120);
+    assert.ok(f0.box.width >= det.body.data.faces[1].box.width);
+
+    // With check_liveness the answer carries the verdict, or refuses.
+    const e = enrolled[2];
+    const r = await call('POST', '/api/v1/faces', { form: {
+      image: part(e.file), name: 'Live check', check_liveness: 'true' } });
+    if (r.status === 201) {
+      assert.equal(r.body.data.liveness.live, true);
+      await call('DELETE', `/api/v1/faces/${r.body.data.id}`);
+    } else {
+      assert.equal(r.status, 422, r.text);
+      assert.equal(r.body.error.code, 'LIVENESS_CHECK_FAILED');
+      assert.ok(r.body.error.liveness_score < r.body.error.threshold);
+    }
+    const bad = await call('POST', '/api/v1/faces', { form: {
+      image: part(e.file), name: 'x', check_liveness: 'maybe' } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.param, 'check_liveness');
+  });
