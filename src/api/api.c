@@ -10,6 +10,7 @@
 #include "api/export.h"
 #include "util/log.h"
 
+#include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,11 +113,11 @@ void api_register(struct api *api, struct http_server *srv)
  * JSON views.
  */
 
-/* Pixels rounded to a tenth: finer digits carry no information. */
+/* Whole pixels: a face box is no more precise than that, and integers
+ * print exactly. */
 static json_t *px(float v)
 {
-        return json_real((double)(long)(v * 10.0f + (v >= 0 ? 0.5f : -0.5f)) /
-                         10.0);
+        return json_integer((json_int_t)lrintf(v));
 }
 
 json_t *api_json_box(const struct face_box *b)

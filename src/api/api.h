@@ -61,7 +61,7 @@ void api_register(struct api *api, struct http_server *srv);
  * Helpers shared by the handlers.
  */
 
-/* {"x", "y", "width", "height"} of a box, in image pixels. */
+/* {"x", "y", "width", "height"} of a box, in whole image pixels. */
 json_t *api_json_box(const struct face_box *b);
 
 /* An RFC 3339 UTC time with milliseconds. */
