@@ -407,7 +407,8 @@ void api_idem_reply(struct http_request *req, struct api *api,
         if (idem->key) {
                 struct store_idem rec = {.status = status};
                 memcpy(rec.request_hash, idem->hash, 32);
-                rec.body = json_dumps(data, JSON_COMPACT);
+                rec.body =
+                        json_dumps(data, JSON_COMPACT | JSON_REAL_PRECISION(7));
                 if (!rec.body || store_idem_put(api->store, idem->collection,
                                                 idem->key, &rec) != STORE_OK)
                         log_write(

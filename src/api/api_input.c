@@ -360,6 +360,18 @@ bool api_input_image(struct http_request *req, const char *name,
         if (!api_input_image_bytes(req, name, true, &data, &len))
                 return false;
         enum face_status st = face_image_decode(data, len, limits, img);
+        if (st == FACE_ERR_UNSUPPORTED) {
+                /* Name the format when we know it (row I5 of bad inputs). */
+                const char *kind = face_image_unsupported_name(data, len);
+                http_reply_errorf(req, face_status_http(st),
+                                  face_status_code(st), name,
+                                  "The image %s is %s%s, which is not read "
+                                  "here; send JPEG, PNG, WebP, GIF, BMP or "
+                                  "TIFF.",
+                                  name, kind ? "in " : "of an unknown format",
+                                  kind ? kind : "");
+                return false;
+        }
         if (st != FACE_OK) {
                 api_input_reply_face_status(req, st, name);
                 return false;

@@ -258,7 +258,10 @@ static bool next_line(struct stream *s, bool *failed)
                 s->line = csv_line(f, s->emb);
         } else {
                 json_t *o = export_face_json(f, s->emb);
-                char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+                /* Nine digits bring every float32 back exactly. */
+                char *text =
+                        o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9))
+                          : NULL;
                 json_decref(o);
                 if (text) {
                         size_t n = strlen(text);

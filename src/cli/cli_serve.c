@@ -146,6 +146,10 @@ int cli_serve(int argc, char **argv)
                         if (strcmp(svc.cfg.log_level, levels[i]) == 0)
                                 log_set_level(i);
         }
+        /* Before any thread starts (the mail sender, the server's pool), so
+         * that every thread inherits the mask and a Ctrl-C during start-up
+         * is taken by http_signals_wait() like any other. */
+        http_signals_block();
         if (sodium_init() < 0) {
                 log_error("serve", "libsodium failed to initialise.");
                 return CLI_INTERNAL;
@@ -165,7 +169,6 @@ int cli_serve(int argc, char **argv)
         api_register(&svc.api, svc.srv);
         auth_handlers_register(svc.srv, svc.auth);
         http_server_set_ready(svc.srv, service_ready, &svc);
-        http_signals_block();
         if (http_server_start(svc.srv, err, sizeof err) != 0) {
                 log_error("serve", "The server cannot start: %s.", err);
                 goto out;

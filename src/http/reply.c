@@ -23,7 +23,11 @@ static void reply_doc(struct http_request *req, int status, json_t *doc,
                       const char *content_type)
 {
         assert(!req->answered);
-        char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        /* Seven significant digits: what a float (similarity, box
+         * coordinates) holds, without the noise of its double form. */
+        char *text =
+                doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(7))
+                    : NULL;
         json_decref(doc);
         if (!text)
                 abort();

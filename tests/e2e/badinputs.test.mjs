@@ -483,6 +483,12 @@ test('I6: the image type comes from the bytes, not names or headers',
       { form: { image: { data: Buffer.from('hello, not an image'),
         filename: 'x.jpg', type: 'image/jpeg' } } });
     isError(txt, 415, 'UNSUPPORTED_IMAGE_FORMAT', 'image');
+    // A known format we refuse is named in the message.
+    const pdf = await call('POST', '/api/v1/detect',
+      { form: { image: { data: Buffer.from('%PDF-1.4\n%\xe2\xe3\n1 0 obj\n'),
+        filename: 'x.jpg', type: 'image/jpeg' } } });
+    isError(pdf, 415, 'UNSUPPORTED_IMAGE_FORMAT', 'image');
+    assert.match(pdf.body.error.message, /PDF/);
   });
 
 test('I7: base64 with or without a data: prefix; malformed base64 is 400',
