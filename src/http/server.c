@@ -424,6 +424,123 @@ static bool request_has_body(const struct http_request *req)
         return (cl && strtoull(cl, NULL, 10) > 0) || te;
 }
 
+/*
+ * Encoded NULs.  MHD unescapes the path and each query key and value in
+ * place; a "%00" would then cut the C string short and let a request slip
+ * past the checks made on it ("/faces/ID%00x" read as "/faces/ID").  Our
+ * unescape callback keeps MHD's own decoding and notes, in the
+ * connection's socket context, every string of the request that decoded
+ * to a NUL; the request is then refused before it is routed.
+ */
+#define HTTP_MAX_NULS 8
+
+struct http_conn_state {
+        size_t nuls;                    /* strings seen with a NUL */
+        const char *str[HTTP_MAX_NULS]; /* the first of them, decoded */
+        size_t len[HTTP_MAX_NULS];      /* and their decoded lengths */
+};
+
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                *socket_context = calloc(1, sizeof(struct http_conn_state));
+                if (!*socket_context)
+                        abort();
+        } else {
+                free(*socket_context);
+                *socket_context = NULL;
+        }
+}
+
+static struct http_conn_state *conn_state(struct MHD_Connection *conn)
+{
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+                conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        return ci ? ci->socket_context : NULL;
+}
+
+static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+        size_t n = MHD_http_unescape(s);
+        struct http_conn_state *cs = conn_state(conn);
+        if (cs && strlen(s) != n) {
+                if (cs->nuls < HTTP_MAX_NULS) {
+                        cs->str[cs->nuls] = s;
+                        cs->len[cs->nuls] = n;
+                }
+                cs->nuls++;
+        }
+        return n;
+}
+
+/* Finds the query argument whose key or value holds a NUL. */
+struct nul_arg {
+        const char *name;
+};
+
+static enum MHD_Result find_nul_arg(void *cls, enum MHD_ValueKind kind,
+                                    const char *key, size_t key_size,
+                                    const char *value, size_t value_size)
+{
+        struct nul_arg *na = cls;
+        if (key && strlen(key) != key_size)
+                na->name = "query";
+        else if (value && strlen(value) != value_size)
+                na->name = key;
+        return na->name ? MHD_NO : MHD_YES;
+}
+
+/*
+ * Refuses a request whose path or query held an encoded NUL, with 400
+ * INVALID_REQUEST naming "path" or the query argument.  The path kept
+ * for the access log shows the NUL as "%00" and what followed it.
+ */
+static bool refuse_nuls(struct http_request *req, struct http_conn_state *cs,
+                        const char *url)
+{
+        if (!cs || cs->nuls == 0)
+                return false;
+        for (size_t i = 0; i < cs->nuls && i < HTTP_MAX_NULS; i++) {
+                if (cs->str[i] != url)
+                        continue;
+                char *p = http_request_alloc(req, 3 * cs->len[i] + 1);
+                size_t o = 0;
+                for (size_t j = 0; j < cs->len[i]; j++) {
+                        if (url[j] == '?')
+                                break;
+                        if (url[j] == '\0') {
+                                memcpy(p + o, "%00", 3);
+                                o += 3;
+                        } else {
+                                p[o++] = url[j];
+                        }
+                }
+                p[o] = '\0';
+                req->path = p;
+        }
+        cs->nuls = 0;
+
+        struct nul_arg na = {NULL};
+        MHD_get_connection_values_n(req->conn, MHD_GET_ARGUMENT_KIND,
+                                    find_nul_arg, &na);
+        const char *param =
+                na.name ? http_request_strdup(req, na.name) : "path";
+        if (na.name)
+                http_reply_errorf(req, 400, "INVALID_REQUEST", param,
+                                  "The query argument '%.60s' holds an "
+                                  "encoded NUL byte (%%00), which no request "
+                                  "may carry.",
+                                  param);
+        else
+                http_reply_error(req, 400, "INVALID_REQUEST",
+                                 "The request path holds an encoded NUL "
+                                 "byte (%00), which no request may carry.",
+                                 "path");
+        return true;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload_data,
@@ -439,7 +556,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                 pthread_mutex_lock(&srv->lock);
                 srv->inflight++;
                 pthread_mutex_unlock(&srv->lock);
-                request_begin(srv, req);
+                if (!refuse_nuls(req, conn_state(conn), url))
+                        request_begin(srv, req);
 
                 /* An early answer goes out now only if a body would follow
                  * (then MHD closes the connection instead of reading it);
@@ -646,7 +764,9 @@ int http_server_start(struct http_server *srv, char *err, size_t errlen)
                 (size_t)srv->cfg.max_header_bytes,
                 MHD_OPTION_CONNECTION_TIMEOUT,
                 (unsigned int)srv->cfg.request_timeout_s,
-                MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, srv, MHD_OPTION_END);
         if (!srv->daemon) {
                 snprintf(err, errlen, "listen %s: libmicrohttpd did not start",
                          srv->listen);

@@ -518,3 +518,28 @@ test('I7: base64 with or without a data: prefix; malformed base64 is 400',
       { json: { image: `data:image/jpeg;base64,${b64}`, name: 'Base64' } });
     assert.equal(enrolled.status, 201, enrolled.text);
   });
+
+test('N1: an encoded NUL in the path or the query is 400 before routing',
+  async () => {
+    const e = await enroll({ image: part(good.file), name: 'Nul',
+      external_id: 'nul-ext' });
+    assert.equal(e.status, 201, e.text);
+    const id = e.body.data.id;
+    const whole = await call('GET', `/api/v1/faces/${id}`);
+    assert.equal(whole.status, 200, whole.text);
+
+    for (const p of [`/api/v1/faces/${id}%00anything`,
+      '/api/v1/faces/export%00zzz', '/api/v1/faces%00']) {
+      const r = await call('GET', p);
+      isError(r, 400, 'INVALID_REQUEST', 'path');
+    }
+    const lim = await call('GET', '/api/v1/faces?limit=5%00abc');
+    isError(lim, 400, 'INVALID_REQUEST', 'limit');
+    const ext = await call('GET', '/api/v1/faces?external_id=nul-ext%00xyz');
+    isError(ext, 400, 'INVALID_REQUEST', 'external_id');
+    const key = await call('GET', '/api/v1/faces?a%00b=1');
+    isError(key, 400, 'INVALID_REQUEST', 'query');
+    // The same connection goes on with a clean request.
+    const again = await call('GET', `/api/v1/faces/${id}`);
+    assert.equal(again.status, 200, again.text);
+  });
