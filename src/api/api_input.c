@@ -49,6 +49,45 @@ bool api_input_utf8_ok(const char *s, size_t len)
         return true;
 }
 
+/* Reads the code point at s[*i] (valid UTF-8) and steps past it. */
+static unsigned utf8_next(const unsigned char *s, size_t *i)
+{
+        unsigned c = s[*i];
+        size_t n = c < 0x80 ? 0 : c < 0xe0 ? 1 : c < 0xf0 ? 2 : 3;
+        unsigned cp = n ? c & (0x3f >> n) : c;
+        for (size_t k = 1; k <= n; k++)
+                cp = (cp << 6) | (s[*i + k] & 0x3f);
+        *i += n + 1;
+        return cp;
+}
+
+/* Unicode White_Space, and the zero-width characters that show nothing. */
+static bool is_space_cp(unsigned cp)
+{
+        return (cp >= 0x09 && cp <= 0x0d) || cp == 0x20 || cp == 0x85 ||
+               cp == 0xa0 || cp == 0x1680 || cp == 0x180e ||
+               (cp >= 0x2000 && cp <= 0x200d) || cp == 0x2028 || cp == 0x2029 ||
+               cp == 0x202f || cp == 0x205f || cp == 0x2060 || cp == 0x3000 ||
+               cp == 0xfeff;
+}
+
+const char *api_input_text_problem(const char *s, size_t len)
+{
+        if (!api_input_utf8_ok(s, len))
+                return "is not valid UTF-8 text";
+        const unsigned char *p = (const unsigned char *)s;
+        bool blank = true;
+        for (size_t i = 0; i < len;) {
+                unsigned cp = utf8_next(p, &i);
+                if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+                        return "must not contain control characters "
+                               "(line breaks, tabs, escapes, NUL)";
+                if (!is_space_cp(cp))
+                        blank = false;
+        }
+        return blank ? "must not be empty or blank" : NULL;
+}
+
 /* The JSON member name, or NULL when the body is not JSON or lacks it. */
 static json_t *json_field(struct http_request *req, const char *name)
 {
@@ -110,16 +149,10 @@ bool api_input_text(struct http_request *req, const char *name, bool required,
                                   "The field %s must be a string.", name);
                 return false;
         }
-        if (strlen(t) != len || !api_input_utf8_ok(t, len)) {
+        const char *why = api_input_text_problem(t, len);
+        if (why) {
                 http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
-                                  "The field %s is not valid UTF-8 text.",
-                                  name);
-                return false;
-        }
-        if (t[strspn(t, " \t\r\n")] == '\0') {
-                http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
-                                  "The field %s must not be empty or blank.",
-                                  name);
+                                  "The field %s %s.", name, why);
                 return false;
         }
         if (len > maxlen) {

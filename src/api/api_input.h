@@ -26,14 +26,24 @@
  * surrogates, nothing above U+10FFFF). */
 bool api_input_utf8_ok(const char *s, size_t len);
 
+/*
+ * Why the len bytes at s cannot be a stored text such as a name or an
+ * external id: NULL when they can, else the end of a sentence that starts
+ * with the field's name ("is not valid UTF-8 text").  Refused: bad UTF-8,
+ * NUL bytes, control characters (C0, DEL, C1), and text that is empty
+ * once Unicode white space and zero-width spaces are trimmed.  Anything
+ * else (any script, emoji, combining marks) is kept byte for byte.
+ */
+const char *api_input_text_problem(const char *s, size_t len);
+
 /* True when the field is present in the body at all (JSON member, even
  * null, or a multipart part). */
 bool api_input_has(struct http_request *req, const char *name);
 
 /*
  * A text field: absent gives *out NULL (a 400 MISSING_PARAMETER when
- * required).  It must be a string, valid UTF-8, not blank (only spaces),
- * and at most maxlen bytes.  JSON null counts as absent.
+ * required).  It must be a string that api_input_text_problem() accepts,
+ * of at most maxlen bytes.  JSON null counts as absent.
  */
 bool api_input_text(struct http_request *req, const char *name, bool required,
                     size_t maxlen, const char **out);

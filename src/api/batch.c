@@ -98,16 +98,19 @@ static bool item_text(json_t *in, size_t i, const char *name, bool required,
                 return !required;
         }
         const char *s = json_string_value(v);
-        bool blank = true;
-        for (const char *p = s; p && *p && blank; p++)
-                blank = *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n';
-        if (!s || blank || json_string_length(v) > max ||
-            strlen(s) != json_string_length(v)) {
+        const char *why =
+                s ? api_input_text_problem(s, json_string_length(v)) : NULL;
+        if (!s || json_string_length(v) > max) {
                 *err = item_error(
                         i, 400, "INVALID_PARAMETER", name,
                         "%s must be a non-blank string of at most %zu "
                         "bytes.",
                         name, max);
+                return false;
+        }
+        if (why) {
+                *err = item_error(i, 400, "INVALID_PARAMETER", name, "%s %s.",
+                                  name, why);
                 return false;
         }
         *out = s;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "api/api_input.h"
 #include "index/index.h"
 #include "util/log.h"
 
@@ -451,15 +452,14 @@ static bool line_text(json_t *o, const char *name, bool required, size_t max,
         if (!json_is_string(v))
                 return line_fail(e, "INVALID_PARAMETER", name,
                                  "%s must be a string.", name);
-        if (!not_blank(json_string_value(v)))
-                return line_fail(e, "INVALID_PARAMETER", name,
-                                 "%s must not be blank.", name);
+        const char *why = api_input_text_problem(json_string_value(v),
+                                                 json_string_length(v));
+        if (why)
+                return line_fail(e, "INVALID_PARAMETER", name, "%s %s.", name,
+                                 why);
         if (json_string_length(v) > max)
                 return line_fail(e, "INVALID_PARAMETER", name,
                                  "%s is longer than %zu bytes.", name, max);
-        if (strlen(json_string_value(v)) != json_string_length(v))
-                return line_fail(e, "INVALID_PARAMETER", name,
-                                 "%s must not contain NUL characters.", name);
         *out = json_string_value(v);
         return true;
 }

@@ -543,3 +543,53 @@ test('N1: an encoded NUL in the path or the query is 400 before routing',
     const again = await call('GET', `/api/v1/faces/${id}`);
     assert.equal(again.status, 200, again.text);
   });
+
+test('N2: names blank in Unicode, or with control characters, are 400',
+  async () => {
+    const img = fs.readFileSync(good.file).toString('base64');
+    const before = await count();
+    const blanks = ['\u00a0', '\u3000', '\u200b', ' \u00a0\u2003\ufeff'];
+    const controls = ['a\rb', 'a\nb', 'a\u001b[31mb', 'a\u0007', 'a\u007f',
+      'a\u0085b', '\u009bx', 'a\tb'];
+    for (const name of [...blanks, ...controls]) {
+      const r = await call('POST', '/api/v1/faces',
+        { json: { image: img, name } });
+      isError(r, 400, 'INVALID_PARAMETER', 'name');
+    }
+    for (const external_id of ['e\r\nx', '\u3000', 'e\u0001x']) {
+      const r = await call('POST', '/api/v1/faces',
+        { json: { image: img, name: 'Ok', external_id } });
+      isError(r, 400, 'INVALID_PARAMETER', 'external_id');
+    }
+    const form = await enroll({ image: part(good.file), name: 'x\u001by' });
+    isError(form, 400, 'INVALID_PARAMETER', 'name');
+    assert.equal(await count(), before);
+
+    // PATCH, batch items and import lines follow the same rule.
+    const e = await enroll({ image: part(good.file), name: 'Kept' });
+    assert.equal(e.status, 201, e.text);
+    for (const name of ['\u3000', 'a\nb']) {
+      const p = await call('PATCH', `/api/v1/faces/${e.body.data.id}`,
+        { json: { name } });
+      isError(p, 400, 'INVALID_PARAMETER', 'name');
+    }
+    const b = await call('POST', '/api/v1/faces/batch', { json: { items: [
+      { image: img, name: '\u200b' }, { image: img, name: 'a\u001b' },
+      { image: img, name: 'Fine', external_id: 'x\ny' }] } });
+    assert.equal(b.status, 200, b.text);
+    assert.deepEqual(b.body.data.results.map((x) => x.error?.param),
+      ['name', 'name', 'external_id']);
+    assert.equal(b.body.data.succeeded, 0);
+
+    const ex = await call('GET', '/api/v1/faces/export');
+    assert.equal(ex.status, 200, ex.text);
+    const line = JSON.parse(ex.text.trimEnd().split('\n')[0]);
+    const lines = ['\u00a0', 'a\rb'].map((name) => JSON.stringify({
+      name, model_version: line.model_version, embedding: line.embedding }));
+    const im = await call('POST', '/api/v1/faces/import',
+      { raw: lines.join('\n'), contentType: 'application/x-ndjson' });
+    assert.equal(im.status, 200, im.text);
+    assert.equal(im.body.data.imported, 0, im.text);
+    assert.deepEqual(im.body.data.results.map((x) => x.error?.param),
+      ['name', 'name']);
+  });
