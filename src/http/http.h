@@ -193,7 +193,8 @@ const char *http_request_param(const struct http_request *req,
 /* The value of query argument name, or NULL when absent. */
 const char *http_request_query(const struct http_request *req,
                                const char *name);
-/* The value of header name (case-insensitive), or NULL when absent. */
+/* The value of header name (case-insensitive), or NULL when absent.
+ * White space around the value is not part of it (RFC 9110 5.5). */
 const char *http_request_header(const struct http_request *req,
                                 const char *name);
 

@@ -208,10 +208,34 @@ const char *http_request_query(const struct http_request *req, const char *name)
                                            name);
 }
 
+/*
+ * A field value without the optional white space (SP, HTAB) around it, as
+ * RFC 9110 5.5 says a recipient reads it.  MHD drops the leading part
+ * only; a value with trailing white space is copied into the request's
+ * memory (the request is logically unchanged, hence the cast).
+ */
+static const char *header_trim(const struct http_request *req,
+                               const char *value)
+{
+        if (!value)
+                return NULL;
+        value += strspn(value, " \t");
+        size_t n = strlen(value);
+        if (n == 0 || (value[n - 1] != ' ' && value[n - 1] != '\t'))
+                return value;
+        while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+                n--;
+        char *copy = http_request_alloc((struct http_request *)req, n + 1);
+        memcpy(copy, value, n);
+        copy[n] = '\0';
+        return copy;
+}
+
 const char *http_request_header(const struct http_request *req,
                                 const char *name)
 {
-        return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+        return header_trim(req, MHD_lookup_connection_value(
+                                        req->conn, MHD_HEADER_KIND, name));
 }
 
 /* Gathers the lines of one header for http_request_header_list(). */
@@ -227,6 +251,7 @@ static enum MHD_Result add_header_line(void *cls, enum MHD_ValueKind kind,
         struct header_lines *h = cls;
         if (!key || !value || strcasecmp(key, h->name) != 0)
                 return MHD_YES;
+        value = header_trim(h->req, value);
         size_t have = h->joined ? strlen(h->joined) : 0;
         size_t add = strlen(value);
         char *s = http_request_alloc(h->req, have + add + 3);

@@ -593,3 +593,35 @@ test('N2: names blank in Unicode, or with control characters, are 400',
     assert.deepEqual(im.body.data.results.map((x) => x.error?.param),
       ['name', 'name']);
   });
+
+// Sends raw request head text over a socket; resolves with the status.
+function rawStatus(head) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(srv.port, '127.0.0.1');
+    let got = '';
+    sock.on('data', (d) => {
+      got += d;
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(got);
+      if (m && got.includes('\r\n\r\n')) {
+        sock.destroy();
+        resolve({ status: Number(m[1]), text: got });
+      }
+    });
+    sock.on('error', reject);
+    sock.on('connect', () => sock.write(head));
+  });
+}
+
+test('N3: white space around the API key value is not part of it',
+  async () => {
+    for (const [pre, post] of [['', ' '], ['', '\t'], ['  ', ' \t '],
+      ['\t', '']]) {
+      const r = await rawStatus('GET /api/v1/faces?limit=1 HTTP/1.1\r\n' +
+        `Host: x\r\nX-API-Key:${pre}${tenant.key}${post}\r\n` +
+        'Connection: close\r\n\r\n');
+      assert.equal(r.status, 200, JSON.stringify([pre, post, r.text]));
+    }
+    const bad = await rawStatus('GET /api/v1/faces HTTP/1.1\r\n' +
+      `Host: x\r\nX-API-Key: ${tenant.key}x \r\nConnection: close\r\n\r\n`);
+    assert.equal(bad.status, 401);
+  });
