@@ -164,12 +164,17 @@ json_t *api_json_reasons(unsigned reasons)
 
 void api_reply_store(struct http_request *req, enum store_status st)
 {
+        api_reply_store_for(req, st, "id");
+}
+
+void api_reply_store_for(struct http_request *req, enum store_status st,
+                         const char *param)
+{
         if (st == STORE_NOT_FOUND) {
-                http_reply_error(
-                        req, 404, "FACE_NOT_FOUND",
-                        "No face with this id exists in the collection "
-                        "of this API key.",
-                        "id");
+                http_reply_errorf(req, 404, "FACE_NOT_FOUND", param,
+                                  "No face with this %s exists in the "
+                                  "collection of this API key.",
+                                  param);
                 return;
         }
         log_write(LOG_ERROR, "api", http_request_id(req),

@@ -71,7 +71,10 @@ json_t *api_json_time(int64_t ms);
 json_t *api_json_face(const struct store_face *f);
 
 /* Answers a store failure: 404 FACE_NOT_FOUND for STORE_NOT_FOUND, 500
- * otherwise. */
+ * otherwise.  The 404 names param, the field that held the face id;
+ * api_reply_store() names "id", the path segment. */
+void api_reply_store_for(struct http_request *req, enum store_status st,
+                         const char *param);
 void api_reply_store(struct http_request *req, enum store_status st);
 
 /*

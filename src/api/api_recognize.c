@@ -70,7 +70,7 @@ static bool verify_stored(struct http_request *req, struct api *api,
         if (face_id) {
                 st = store_face_get(api->store, coll, face_id, &f);
                 if (st != STORE_OK) {
-                        api_reply_store(req, st);
+                        api_reply_store_for(req, st, "face_id");
                         return false;
                 }
                 *sim = face_similarity(emb, f.embedding);

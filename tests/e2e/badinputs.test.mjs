@@ -625,3 +625,17 @@ test('N3: white space around the API key value is not part of it',
       `Host: x\r\nX-API-Key: ${tenant.key}x \r\nConnection: close\r\n\r\n`);
     assert.equal(bad.status, 401);
   });
+
+test('N5: verify against an unknown or deleted face_id names face_id',
+  async () => {
+    const e = await enroll({ image: part(good.file), name: 'Gone' });
+    assert.equal(e.status, 201, e.text);
+    const id = e.body.data.id;
+    const d = await call('DELETE', `/api/v1/faces/${id}`);
+    assert.equal(d.status, 200, d.text);
+    for (const face_id of [id, 'face_doesnotexist']) {
+      const r = await call('POST', '/api/v1/verify',
+        { form: { image_a: part(good.file), face_id } });
+      isError(r, 404, 'FACE_NOT_FOUND', 'face_id');
+    }
+  });
