@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the cmocka unit and engine tests (normal build
 # and under AddressSanitizer + UndefinedBehaviorSanitizer), then the
-# end-to-end tests over real HTTP with node's test runner.  Ends with one
+# end-to-end tests over real HTTP with node's test runner, against the
+# normal server and again against the sanitizer-built one.  Ends with one
 # line "N passed, N failed".
 #
 # Expects `make all unit` done (the README's test command does it).
@@ -57,6 +58,20 @@ if [ "${SKIP_SAN:-0}" != 1 ]; then
 	fi
 fi
 
+# run_e2e LABEL: every tests/e2e/*.test.mjs with node's test runner, against
+# $FRAPI_BIN (build/frapi when unset).
+run_e2e() {
+	local p f
+	echo "== end-to-end tests (node --test), $1"
+	node --test --test-concurrency=1 --test-reporter=tap "${e2e[@]}" \
+		2>&1 | tee "$log"
+	p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$log" | tail -n1)
+	f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$log" | tail -n1)
+	passed=$((passed + ${p:-0}))
+	failed=$((failed + ${f:-0}))
+	[ -z "$p" ] && failed=$((failed + 1))
+}
+
 # End-to-end tests over HTTP, if any are present.
 shopt -s nullglob
 e2e=(tests/e2e/*.test.mjs)
@@ -68,14 +83,33 @@ if [ ${#e2e[@]} -gt 0 ]; then
 		(cd tests/e2e && npm ci --silent --no-audit --no-fund) ||
 			failed=$((failed + 1))
 	fi
-	echo "== end-to-end tests (node --test)"
-	node --test --test-concurrency=1 --test-reporter=tap "${e2e[@]}" \
-		2>&1 | tee "$log"
-	p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$log" | tail -n1)
-	f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$log" | tail -n1)
-	passed=$((passed + ${p:-0}))
-	failed=$((failed + ${f:-0}))
-	[ -z "$p" ] && failed=$((failed + 1))
+	run_e2e "normal build"
+fi
+
+# The same end-to-end tests against the server built with the sanitizers.
+# Each report goes to a file of its own (the tests capture the server's
+# stderr); any file there at the end is a failure.
+if [ ${#e2e[@]} -gt 0 ] && [ "${SKIP_SAN:-0}" != 1 ]; then
+	if make -s SAN=1 all >"$log" 2>&1; then
+		reports=$(mktemp -d)
+		# A small quarantine keeps resident memory meaningful for the
+		# test that checks the export streams in flat memory.
+		ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=4:log_path=$reports/asan \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan \
+		LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
+		FRAPI_BIN=$PWD/build-san/frapi \
+			run_e2e "server under AddressSanitizer + UBSan"
+		if [ -n "$(ls -A "$reports")" ]; then
+			echo "!! sanitizer reports from the server:"
+			cat "$reports"/*
+			failed=$((failed + 1))
+		fi
+		rm -rf "$reports"
+	else
+		cat "$log"
+		echo "!! sanitizer build of the server failed"
+		failed=$((failed + 1))
+	fi
 fi
 
 echo "$passed passed, $failed failed"

@@ -514,7 +514,8 @@ test('without SMTP the mail goes to the outbox that `frapi outbox` prints', asyn
       body: JSON.stringify({ email, password: PASSWORD, name: 'Offline' }),
     });
     assert.equal(r.status, 201);
-    const out = execFileSync(path.join(repoRoot, 'build', 'frapi'),
+    const out = execFileSync(process.env.FRAPI_BIN ||
+      path.join(repoRoot, 'build', 'frapi'),
       ['outbox', '--data-dir', bare.dataDir],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     assert.match(out, new RegExp(`To: ${email.replace(/\./g, '\\.')}`));

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
   '..', '..', '..');
-export const frapi = path.join(root, 'build', 'frapi');
+// $FRAPI_BIN runs the suite against another build (the sanitizer one).
+export const frapi = process.env.FRAPI_BIN || path.join(root, 'build', 'frapi');
 export const photosDir = path.join(root, '.deps', 'photos');
 
 // A TCP port nobody listens on right now.
