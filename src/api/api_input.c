@@ -364,7 +364,7 @@ bool api_input_image_bytes(struct http_request *req, const char *name,
         if (required)
                 http_reply_errorf(
                         req, 400, "MISSING_IMAGE", name,
-                        "The image %s is missing: send it as a "
+                        "The field %s is missing: send the image as a "
                         "multipart file part or a base64 JSON string.",
                         name);
         return !required;

@@ -639,3 +639,12 @@ test('N5: verify against an unknown or deleted face_id names face_id',
       isError(r, 404, 'FACE_NOT_FOUND', 'face_id');
     }
   });
+
+test('N8: a missing image is reported in plain words', async () => {
+  const r = await enroll({ name: 'No image' });
+  isError(r, 400, 'MISSING_IMAGE', 'image');
+  assert.match(r.body.error.message, /^The field image is missing: send /);
+  const j = await call('POST', '/api/v1/detect', { json: {} });
+  isError(j, 400, 'MISSING_IMAGE', 'image');
+  assert.doesNotMatch(j.body.error.message, /image image/);
+});
