@@ -39,6 +39,34 @@ static int load_face(void *ctx, const struct store_face *f)
         return index_add(ctx, f->collection_id, f->id, f->embedding);
 }
 
+/* What api_exact needs: where the faces are, and the query. */
+struct exact_ctx {
+        struct store *store;
+        const char *collection;
+        const float *emb;
+};
+
+/* index_exact_fn over the store's float32 embeddings. */
+static int api_exact(void *ctx, const char *face_id, float *sim)
+{
+        const struct exact_ctx *x = ctx;
+        struct store_face f;
+
+        if (store_face_get(x->store, x->collection, face_id, &f) != STORE_OK)
+                return -1;
+        *sim = face_similarity(x->emb, f.embedding);
+        store_face_clear(&f);
+        return 0;
+}
+
+int api_search(struct api *api, const char *collection, const float *emb, int k,
+               float min_sim, struct index_hit *hits)
+{
+        struct exact_ctx x = {api->store, collection, emb};
+        return index_search(api->index, collection, emb, k, min_sim, api_exact,
+                            &x, hits);
+}
+
 /* /metrics: the faces stored, counted when scraped. */
 static void scrape_faces(void *userdata)
 {

@@ -70,6 +70,16 @@ json_t *api_json_time(int64_t ms);
 /* The public view of a stored face (no embedding). */
 json_t *api_json_face(const struct store_face *f);
 
+/*
+ * The k faces of collection most similar to emb with a similarity of at
+ * least min_sim, exactly as a float32 brute force over the store would
+ * find them (index_search with the store's embeddings deciding what the
+ * index's copies cannot), most similar first, ties by face id.  Returns
+ * how many, or -1 when out of memory.  The index's read lock is held.
+ */
+int api_search(struct api *api, const char *collection, const float *emb, int k,
+               float min_sim, struct index_hit *hits);
+
 /* Answers a store failure: 404 FACE_NOT_FOUND for STORE_NOT_FOUND, 500
  * otherwise.  The 404 names param, the field that held the face id;
  * api_reply_store() names "id", the path segment. */

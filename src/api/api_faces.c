@@ -99,7 +99,7 @@ static void find_duplicates(struct api *api, const char *coll, const float *emb,
         struct store_face f;
 
         index_read_lock(api->index);
-        int n = index_search(api->index, coll, emb, 10, threshold, hits);
+        int n = api_search(api, coll, emb, 10, threshold, hits);
         for (int i = 0; i < n; i++) {
                 if (store_face_get(api->store, coll, hits[i].face_id, &f) !=
                     STORE_OK)

@@ -11,11 +11,6 @@
 
 /* Faces one image of verify looks at; the largest is compared. */
 #define VERIFY_MAX_FACES 20
-/* The index keeps vectors in half precision (similarity within 0.001):
- * it is asked for a little more, and the store's float32 embeddings give
- * the exact similarities that decide. */
-#define INDEX_SLACK 0.002f
-#define INDEX_EXTRA 8
 
 static double round3(float v)
 {
@@ -170,42 +165,32 @@ struct cand {
         float sim;
 };
 
-static int by_sim_desc(const void *x, const void *y)
-{
-        const struct cand *a = x, *b = y;
-        return (a->sim < b->sim) - (a->sim > b->sim);
-}
-
 /*
- * The candidates of one face: searched in the index, read from the store
- * under the same read lock (so none was deleted in between), rescored
- * exactly, filtered by the threshold, best first.
+ * The candidates of one face: the exact top k of the index (similarities
+ * from the store's float32 embeddings), read from the store under the
+ * same read lock (so none was deleted in between), best first.
  */
 static json_t *candidates(struct api *api, const char *coll, const float *emb,
                           int top_k, float thr, bool group)
 {
         struct index_hit hits[INDEX_MAX_K];
         struct cand c[INDEX_MAX_K];
-        int want = group ? INDEX_MAX_K : top_k + INDEX_EXTRA;
+        int want = group ? INDEX_MAX_K : top_k;
         int n = 0;
 
         if (want > INDEX_MAX_K)
                 want = INDEX_MAX_K;
         index_read_lock(api->index);
-        int got = index_search(api->index, coll, emb, want, thr - INDEX_SLACK,
-                               hits);
+        int got = api_search(api, coll, emb, want, thr, hits);
+        if (got < 0)
+                log_error("api", "identify: out of memory searching %s", coll);
         for (int i = 0; i < got; i++) {
                 if (store_face_get(api->store, coll, hits[i].face_id,
                                    &c[n].face) != STORE_OK)
                         continue;
-                c[n].sim = face_similarity(emb, c[n].face.embedding);
-                if (c[n].sim >= thr)
-                        n++;
-                else
-                        store_face_clear(&c[n].face);
+                c[n++].sim = hits[i].similarity;
         }
         index_unlock(api->index);
-        qsort(c, (size_t)n, sizeof c[0], by_sim_desc);
 
         /* Plain: one entry per face.  Grouped: one per external_id, with
          * its best similarity and every matching face. */

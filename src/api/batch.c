@@ -23,10 +23,6 @@
 #define ENROLL_MAX_FACES 20
 /* Workers of one batch at most, the handler's own thread included. */
 #define MAX_WORKERS 4
-/* The index keeps half-precision vectors: ask it a little lower and more,
- * then rescore exactly with the stored float32 embeddings. */
-#define INDEX_SLACK 0.002f
-#define INDEX_EXTRA 8
 
 /* The server's recognition gate, for workers beyond the handler's own
  * slot.  Set by batch_register(); one server per process. */
@@ -261,8 +257,8 @@ static json_t *item_duplicates(struct batch *b, const float *emb,
         json_t *out = json_array();
 
         index_read_lock(api->index);
-        int n = index_search(api->index, coll, emb, 10,
-                             b->key->coll.match_threshold, hits);
+        int n = api_search(api, coll, emb, 10, b->key->coll.match_threshold,
+                           hits);
         for (int k = 0; k < n; k++) {
                 if (store_face_get(api->store, coll, hits[k].face_id, &f) !=
                     STORE_OK)
@@ -377,13 +373,8 @@ struct cand {
         float sim;
 };
 
-static int by_sim_desc(const void *x, const void *y)
-{
-        const struct cand *a = x, *b = y;
-        return (a->sim < b->sim) - (a->sim > b->sim);
-}
-
-/* The candidates of one face, rescored exactly, best first. */
+/* The candidates of one face: the exact top k of the index (similarities
+ * from the store's float32 embeddings), best first. */
 static json_t *candidates(struct batch *b, const float *emb)
 {
         struct index_hit hits[INDEX_MAX_K];
@@ -396,24 +387,21 @@ static json_t *candidates(struct batch *b, const float *emb)
 
         if (!c)
                 return out;
-        int want = (int)b->top_k + INDEX_EXTRA;
+        int want = (int)b->top_k;
         if (want > INDEX_MAX_K)
                 want = INDEX_MAX_K;
         index_read_lock(api->index);
-        int got = index_search(api->index, coll, emb, want, thr - INDEX_SLACK,
-                               hits);
+        int got = api_search(api, coll, emb, want, thr, hits);
+        if (got < 0)
+                log_error("batch", "identify: out of memory searching %s",
+                          coll);
         for (int k = 0; k < got; k++) {
                 if (store_face_get(api->store, coll, hits[k].face_id,
                                    &c[n].face) != STORE_OK)
                         continue;
-                c[n].sim = face_similarity(emb, c[n].face.embedding);
-                if (c[n].sim >= thr)
-                        n++;
-                else
-                        store_face_clear(&c[n].face);
+                c[n++].sim = hits[k].similarity;
         }
         index_unlock(api->index);
-        qsort(c, (size_t)n, sizeof c[0], by_sim_desc);
         for (int k = 0; k < n; k++) {
                 const struct store_face *f = &c[k].face;
                 if (k < b->top_k)

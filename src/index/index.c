@@ -30,19 +30,39 @@
 /* Searches over at least this many blocks use several threads. */
 #define INDEX_PARALLEL_BLOCKS 16
 #define INDEX_THREADS         4
-/* First-pass candidates beyond k, and the margin below the bar they get:
- * 8-bit rounding moves a similarity by about 0.001, rarely 0.005. */
-#define INDEX_EXTRA       32
-#define INDEX_ROUGH_SLACK 0.02f
 
+/*
+ * Error bounds.  Every float computation of the search rounds with a
+ * relative error of at most 2^-24 per operation; INDEX_REL covers a few
+ * of them on each side of a bound (with ample room).  INDEX_GAMMA bounds
+ * a float dot product of DIM terms summed in any order: |fl(sum) - sum|
+ * <= DIM * 2^-24 / (1 - DIM * 2^-24) * sum |q_i v_i|.
+ */
+#define INDEX_REL   1e-6f
+#define INDEX_GAMMA 3.1e-5f
+/* First-pass candidates a share holds before it drops those below the
+ * bar; the list grows past it when it must. */
+#define INDEX_CAND_START 1024
 /* The threads one search may use: the online CPUs, at most
  * INDEX_THREADS; set once with the kernel. */
 static int search_threads = 1;
 
+/*
+ * What the error bounds need of one face v (float32, as given to
+ * index_add), computed in double at insert and rounded up: with q8 the
+ * 8-bit copy and h the half one, v8 = q8 * scale.
+ */
+struct meta {
+        float scale; /* of the 8-bit copy */
+        float norm;  /* >= ||v|| */
+        float res8;  /* >= ||v - v8|| */
+        float res16; /* >= ||v - h|| */
+};
+
 struct block {
-        uint16_t *vec; /* INDEX_BLOCK * DIM halves, 64-byte aligned */
-        int8_t *q8;    /* the same vectors in 8 bits, for the first pass */
-        float *scale;  /* per vector: q8 * scale ~ vec */
+        uint16_t *vec;     /* INDEX_BLOCK * DIM halves, 64-byte aligned */
+        int8_t *q8;        /* the same vectors in 8 bits, for the first pass */
+        struct meta *meta; /* INDEX_BLOCK bounds' data */
         char (*ids)[STORE_ID_MAX]; /* INDEX_BLOCK ids */
 };
 
@@ -279,7 +299,7 @@ static void coll_free(struct coll *c)
         for (size_t b = 0; b < c->nblocks; b++) {
                 free(c->blocks[b].vec);
                 free(c->blocks[b].q8);
-                free(c->blocks[b].scale);
+                free(c->blocks[b].meta);
                 free(c->blocks[b].ids);
         }
         free(c->blocks);
@@ -358,12 +378,12 @@ static int coll_reserve(struct coll *c)
         struct block b;
         b.vec = aligned_alloc(64, sizeof(uint16_t) * DIM * INDEX_BLOCK);
         b.q8 = aligned_alloc(64, DIM * INDEX_BLOCK);
-        b.scale = malloc(sizeof *b.scale * INDEX_BLOCK);
+        b.meta = malloc(sizeof *b.meta * INDEX_BLOCK);
         b.ids = malloc(sizeof *b.ids * INDEX_BLOCK);
-        if (!b.vec || !b.q8 || !b.scale || !b.ids) {
+        if (!b.vec || !b.q8 || !b.meta || !b.ids) {
                 free(b.vec);
                 free(b.q8);
-                free(b.scale);
+                free(b.meta);
                 free(b.ids);
                 return -1;
         }
@@ -376,21 +396,41 @@ static int8_t *q8_at(const struct coll *c, size_t i)
         return c->blocks[i / INDEX_BLOCK].q8 + (i % INDEX_BLOCK) * DIM;
 }
 
-static float *scale_at(const struct coll *c, size_t i)
+static struct meta *meta_at(const struct coll *c, size_t i)
 {
-        return &c->blocks[i / INDEX_BLOCK].scale[i % INDEX_BLOCK];
+        return &c->blocks[i / INDEX_BLOCK].meta[i % INDEX_BLOCK];
 }
 
-/* Quantises v to 8 bits with one scale: out * scale ~ v. */
-static void quantize8(const float *v, int8_t *out, float *scale)
+/* x as a float no smaller than it: rounding to float loses at most a
+ * relative 2^-24, far less than INDEX_REL. */
+static float round_up(double x)
 {
-        float m = 0.0f;
+        return (float)(x * (1.0 + (double)INDEX_REL));
+}
+
+/* Quantises v to 8 bits with one scale (out * scale ~ v) and to half
+ * precision, and fills m with the norms the error bounds need. */
+static void quantize(const float *v, int8_t *out, uint16_t *half,
+                     struct meta *m)
+{
+        float mx = 0.0f;
         for (int i = 0; i < DIM; i++)
-                m = fabsf(v[i]) > m ? fabsf(v[i]) : m;
-        float s = m > 0.0f ? m / 127.0f : 1.0f;
-        for (int i = 0; i < DIM; i++)
+                mx = fabsf(v[i]) > mx ? fabsf(v[i]) : mx;
+        float s = mx > 0.0f ? mx / 127.0f : 1.0f;
+        double n = 0, r8 = 0, r16 = 0;
+        for (int i = 0; i < DIM; i++) {
                 out[i] = (int8_t)lrintf(v[i] / s);
-        *scale = s;
+                half[i] = float_to_half(v[i]);
+                double d8 = (double)v[i] - (double)s * out[i];
+                double d16 = (double)v[i] - (double)half_to_float(half[i]);
+                n += (double)v[i] * v[i];
+                r8 += d8 * d8;
+                r16 += d16 * d16;
+        }
+        *m = (struct meta){.scale = s,
+                           .norm = round_up(sqrt(n)),
+                           .res8 = round_up(sqrt(r8)),
+                           .res16 = round_up(sqrt(r16))};
 }
 
 static uint16_t *vec_at(const struct coll *c, size_t i)
@@ -409,10 +449,8 @@ int index_add(struct index *idx, const char *collection, const char *face_id,
         struct coll *c = get_coll(idx, collection);
         if (!c || coll_reserve(c) != 0)
                 return -1;
-        uint16_t *v = vec_at(c, c->count);
-        for (int i = 0; i < DIM; i++)
-                v[i] = float_to_half(emb[i]);
-        quantize8(emb, q8_at(c, c->count), scale_at(c, c->count));
+        quantize(emb, q8_at(c, c->count), vec_at(c, c->count),
+                 meta_at(c, c->count));
         snprintf(id_at(c, c->count), STORE_ID_MAX, "%s", face_id);
         c->count++;
         return 0;
@@ -434,7 +472,7 @@ bool index_remove(struct index *idx, const char *collection,
                         memcpy(vec_at(c, i), vec_at(c, last),
                                sizeof(uint16_t) * DIM);
                         memcpy(q8_at(c, i), q8_at(c, last), DIM);
-                        *scale_at(c, i) = *scale_at(c, last);
+                        *meta_at(c, i) = *meta_at(c, last);
                         memcpy(id_at(c, i), id_at(c, last), STORE_ID_MAX);
                 }
                 c->count--;
@@ -444,7 +482,7 @@ bool index_remove(struct index *idx, const char *collection,
                         struct block *b = &c->blocks[--c->nblocks];
                         free(b->vec);
                         free(b->q8);
-                        free(b->scale);
+                        free(b->meta);
                         free(b->ids);
                 }
                 return true;
@@ -465,66 +503,131 @@ size_t index_memory(struct index *idx)
                 const struct coll *c = idx->colls[i];
                 bytes += sizeof *c + c->capblocks * sizeof *c->blocks +
                          c->nblocks * INDEX_BLOCK *
-                                 (sizeof(uint16_t) * DIM + DIM + sizeof(float) +
-                                  STORE_ID_MAX);
+                                 (sizeof(uint16_t) * DIM + DIM +
+                                  sizeof(struct meta) + STORE_ID_MAX);
         }
         return bytes;
 }
 
-/* Puts (id, sim) into hits, kept sorted most similar first, at most k. */
-static void topk_push(struct index_hit *hits, int *n, int k, const char *id,
-                      float sim)
+/*
+ * Search.  The similarity is face_similarity()'s: the dot product in
+ * double of the float32 embeddings, rounded to float and clamped to
+ * [0, 1]; the order is by similarity, then by face id.  Each pass gives
+ * every face it looks at an interval [lb, ub] that provably holds that
+ * similarity, and drops only faces whose ub is below the bar: the k-th
+ * best lb seen (k other faces are then certainly better) or the caller's
+ * minimum.  Rounding to float and clamping are monotone, so bounding the
+ * real dot product bounds the similarity.
+ */
+
+static float clamp01(float x)
 {
-        if (*n == k && sim <= hits[k - 1].similarity)
-                return;
-        int i = *n < k ? (*n)++ : k - 1;
-        while (i > 0 && hits[i - 1].similarity < sim) {
-                hits[i] = hits[i - 1];
-                i--;
-        }
-        memcpy(hits[i].face_id, id, STORE_ID_MAX);
-        hits[i].similarity = sim;
+        return x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x;
 }
 
-/* A first-pass candidate: its rough similarity and where it lies. */
+/* A candidate face: the bounds of its similarity, and where it lies. */
 struct cand {
-        float rough;
+        float lb, ub;
+        float sim; /* the second pass's estimate */
         size_t pos;
 };
 
-/* One share of a search: blocks [first, end) into its own top k. */
-struct share {
-        const struct coll *c;
-        const float *query;
-        const int16_t *q16; /* the query in 16 bits */
-        float q16_scale;    /* q16 * q16_scale ~ query */
-        size_t first, end;
-        int k;
-        float min_similarity;
-        int n;
-        struct index_hit hits[INDEX_MAX_K];
-        int ncand;
-        struct cand cands[INDEX_MAX_K + INDEX_EXTRA];
+/* The k best lower bounds seen, as a min-heap: heap[0] is the k-th. */
+struct bar {
+        int k, n;
+        float floor; /* the caller's minimum similarity */
+        float heap[INDEX_MAX_K];
 };
 
-/* Keeps the best `cap` candidates by rough similarity, best first. */
-static void cand_push(struct share *sh, int cap, float rough, size_t pos)
+/* The bar a face's ub must reach to stay a candidate. */
+static float bar_value(const struct bar *b)
 {
-        if (sh->ncand == cap && rough <= sh->cands[cap - 1].rough)
-                return;
-        int i = sh->ncand < cap ? sh->ncand++ : cap - 1;
-        while (i > 0 && sh->cands[i - 1].rough < rough) {
-                sh->cands[i] = sh->cands[i - 1];
-                i--;
-        }
-        sh->cands[i] = (struct cand){rough, pos};
+        return b->n == b->k && b->heap[0] > b->floor ? b->heap[0] : b->floor;
 }
 
+static void bar_push(struct bar *b, float lb)
+{
+        int i;
+        if (b->n < b->k) {
+                i = b->n++;
+                while (i > 0 && b->heap[(i - 1) / 2] > lb) {
+                        b->heap[i] = b->heap[(i - 1) / 2];
+                        i = (i - 1) / 2;
+                }
+                b->heap[i] = lb;
+                return;
+        }
+        if (lb <= b->heap[0])
+                return;
+        i = 0;
+        for (;;) {
+                int l = 2 * i + 1, m = l;
+                if (l >= b->n)
+                        break;
+                if (l + 1 < b->n && b->heap[l + 1] < b->heap[l])
+                        m = l + 1;
+                if (b->heap[m] >= lb)
+                        break;
+                b->heap[i] = b->heap[m];
+                i = m;
+        }
+        b->heap[i] = lb;
+}
+
+/* A growable list of candidates; nomem is set when it could not grow. */
+struct cands {
+        struct cand *v;
+        size_t n, cap;
+        bool nomem;
+};
+
+/* Keeps only the candidates whose ub reaches bar. */
+static void cands_prune(struct cands *cs, float bar)
+{
+        size_t j = 0;
+        for (size_t i = 0; i < cs->n; i++)
+                if (cs->v[i].ub >= bar)
+                        cs->v[j++] = cs->v[i];
+        cs->n = j;
+}
+
+static void cands_add(struct cands *cs, struct cand c, float bar)
+{
+        if (cs->n == cs->cap) {
+                cands_prune(cs, bar);
+                if (cs->n > cs->cap / 2 || cs->cap == 0) {
+                        size_t cap = cs->cap ? cs->cap * 2 : INDEX_CAND_START;
+                        struct cand *v = realloc(cs->v, cap * sizeof *v);
+                        if (!v) {
+                                cs->nomem = true;
+                                return;
+                        }
+                        cs->v = v;
+                        cs->cap = cap;
+                }
+        }
+        cs->v[cs->n++] = c;
+}
+
+/* One share of the first pass: blocks [first, end) into its own
+ * candidates, with its own bar. */
+struct share {
+        const struct coll *c;
+        const int16_t *q16; /* the query in 16 bits: q16 = q16 * qs */
+        float qs;
+        float qres;  /* >= ||q - q16|| */
+        float qnorm; /* >= ||q16|| */
+        size_t first, end;
+        struct bar bar;
+        struct cands cands;
+};
+
 /*
- * Two passes.  The first reads the 8-bit vectors (half the bytes of the
- * half-precision ones) and keeps the k + INDEX_EXTRA best, with a margin
- * of INDEX_ROUGH_SLACK below the bar for the rounding of 8 bits.  The
- * second scores those few on the half-precision vectors.
+ * The first pass, over the 8-bit copies.  With q16 and v8 the quantised
+ * query and face, <q, v> - <q16, v8> = <q - q16, v> + <q16, v - v8>, so
+ * by Cauchy-Schwarz the error of the integer dot product (exact in
+ * int32, scaled in float) is at most ||q - q16|| ||v|| + ||q16||
+ * ||v - v8||, plus the float rounding of those few products (INDEX_REL).
  */
 static void *scan_share(void *arg)
 {
@@ -532,40 +635,132 @@ static void *scan_share(void *arg)
         const struct coll *c = sh->c;
         scan8_fn scan8 = scan8_kernel;
         int32_t dots[INDEX_BLOCK];
-        int cap = sh->k + INDEX_EXTRA;
-        /* Similarities are clamped at 0: a bar of 0 takes every face. */
-        float bar = sh->min_similarity > 0.0f
-                            ? sh->min_similarity - INDEX_ROUGH_SLACK
-                            : -INFINITY;
+        float bar = bar_value(&sh->bar);
+        /* The same test before clamping: ub < bar holds exactly when
+         * r + e < bar for a bar in (0, 1], never for a lower one. */
+        float fast = bar > 0.0f ? bar : -INFINITY;
 
-        for (size_t b = sh->first; b < sh->end; b++) {
+        for (size_t b = sh->first; b < sh->end && !sh->cands.nomem; b++) {
                 size_t start = b * INDEX_BLOCK;
                 if (start >= c->count)
                         break;
                 size_t len = c->count - start < INDEX_BLOCK ? c->count - start
                                                             : INDEX_BLOCK;
                 scan8(sh->q16, c->blocks[b].q8, len, dots);
-                const float *scale = c->blocks[b].scale;
+                const struct meta *m = c->blocks[b].meta;
                 for (size_t i = 0; i < len; i++) {
-                        float r = (float)dots[i] * scale[i] * sh->q16_scale;
-                        if (r >= bar)
-                                cand_push(sh, cap, r, start + i);
+                        float r = (float)dots[i] * m[i].scale * sh->qs;
+                        float e = sh->qres * m[i].norm + sh->qnorm * m[i].res8;
+                        e += INDEX_REL * (1.0f + fabsf(r) + e);
+                        if (r + e < fast)
+                                continue;
+                        float ub = clamp01(r + e);
+                        float lb = clamp01(r - e);
+                        bar_push(&sh->bar, lb);
+                        bar = bar_value(&sh->bar);
+                        fast = bar > 0.0f ? bar : -INFINITY;
+                        if (ub >= bar)
+                                cands_add(
+                                        &sh->cands,
+                                        (struct cand){lb, ub, 0.0f, start + i},
+                                        bar);
                 }
-        }
-
-        for (int i = 0; i < sh->ncand; i++) {
-                size_t pos = sh->cands[i].pos;
-                float s;
-                scan_kernel(sh->query, vec_at(c, pos), 1, &s);
-                s = s > 0.0f ? s : 0.0f;
-                if (s >= sh->min_similarity)
-                        topk_push(sh->hits, &sh->n, sh->k, id_at(c, pos), s);
         }
         return NULL;
 }
 
+/* True when (sim, id) comes before (sim2, id2) in the answer's order. */
+static bool before(float sim, const char *id, float sim2, const char *id2)
+{
+        return sim > sim2 || (sim == sim2 && strcmp(id, id2) < 0);
+}
+
+/* Puts (id, sim) into hits, kept in the answer's order, at most k. */
+static void topk_push(struct index_hit *hits, int *n, int k, const char *id,
+                      float sim)
+{
+        if (*n == k &&
+            !before(sim, id, hits[k - 1].similarity, hits[k - 1].face_id))
+                return;
+        int i = *n < k ? (*n)++ : k - 1;
+        while (i > 0 &&
+               before(sim, id, hits[i - 1].similarity, hits[i - 1].face_id)) {
+                hits[i] = hits[i - 1];
+                i--;
+        }
+        memcpy(hits[i].face_id, id, STORE_ID_MAX);
+        hits[i].similarity = sim;
+}
+
+static int by_ub_desc(const void *x, const void *y)
+{
+        const struct cand *a = x, *b = y;
+        return (a->ub < b->ub) - (a->ub > b->ub);
+}
+
+/*
+ * The second pass, over the half-precision copies h of the candidates:
+ * |<q, v> - <q, h>| <= ||q|| ||v - h||, and the float dot product adds at
+ * most INDEX_GAMMA * ||q|| ||h||.  Narrows each interval (the first
+ * pass's still holds, so the two are intersected) and drops the
+ * candidates below the new bar.
+ */
+static void second_pass(const struct coll *c, const float *query, float qn,
+                        int k, float min_similarity, struct cands *cs)
+{
+        /* A new bar: the first pass's one already counts these faces. */
+        struct bar bar = {.k = k, .floor = min_similarity};
+
+        for (size_t i = 0; i < cs->n; i++) {
+                struct cand *x = &cs->v[i];
+                const struct meta *m = meta_at(c, x->pos);
+                float s;
+                scan_kernel(query, vec_at(c, x->pos), 1, &s);
+                float e =
+                        qn * m->res16 + INDEX_GAMMA * qn * (m->norm + m->res16);
+                e += INDEX_REL * (1.0f + fabsf(s) + e);
+                float lb = clamp01(s - e), ub = clamp01(s + e);
+                x->lb = lb > x->lb ? lb : x->lb;
+                x->ub = ub < x->ub ? ub : x->ub;
+                x->sim = clamp01(s);
+                bar_push(&bar, x->lb);
+        }
+        cands_prune(cs, bar_value(&bar));
+}
+
+/*
+ * The last step: the candidates by falling ub, each with its exact
+ * similarity (from exact, or known when its interval is a single value),
+ * into hits, until no later candidate can beat the k-th hit.  Without
+ * exact, the second pass's estimate stands in.
+ */
+static int final_pass(const struct coll *c, int k, float min_similarity,
+                      index_exact_fn exact, void *ctx, struct cands *cs,
+                      struct index_hit *hits)
+{
+        int n = 0;
+
+        if (cs->n > 1)
+                qsort(cs->v, cs->n, sizeof *cs->v, by_ub_desc);
+        for (size_t i = 0; i < cs->n; i++) {
+                const struct cand *x = &cs->v[i];
+                const char *id = id_at(c, x->pos);
+                float sim = x->sim;
+                if (n == k && x->ub < hits[k - 1].similarity)
+                        break;
+                if (x->lb == x->ub)
+                        sim = x->lb;
+                else if (exact && exact(ctx, id, &sim) != 0)
+                        continue; /* gone from the caller's store */
+                if (sim >= min_similarity)
+                        topk_push(hits, &n, k, id, sim);
+        }
+        return n;
+}
+
 int index_search(struct index *idx, const char *collection, const float *query,
-                 int k, float min_similarity, struct index_hit *hits)
+                 int k, float min_similarity, index_exact_fn exact, void *ctx,
+                 struct index_hit *hits)
 {
         struct coll *c = find_coll(idx, collection);
         kernel(); /* picks the kernels and sets search_threads */
@@ -573,19 +768,26 @@ int index_search(struct index *idx, const char *collection, const float *query,
         float qmax = 0.0f;
         struct share sh[INDEX_THREADS];
         pthread_t tid[INDEX_THREADS];
-        int n = 0;
+        int n = -1;
 
         assert(k >= 0 && k <= INDEX_MAX_K);
         if (!c || k == 0)
                 return 0;
 
-        /* The query in 16 bits for the first pass; 16383 keeps 512
-         * products of 127 * 16383 inside an int32. */
+        /* The query in 16 bits for the first pass (16383 keeps 512
+         * products of 127 * 16383 inside an int32), and the norms its
+         * bounds need, in double, rounded up. */
         for (int i = 0; i < DIM; i++)
                 qmax = fabsf(query[i]) > qmax ? fabsf(query[i]) : qmax;
         float qs = qmax > 0.0f ? qmax / 16383.0f : 1.0f;
-        for (int i = 0; i < DIM; i++)
+        double qq = 0, qr = 0, qn = 0;
+        for (int i = 0; i < DIM; i++) {
                 q16[i] = (int16_t)lrintf(query[i] / qs);
+                double d = (double)qs * q16[i];
+                qq += d * d;
+                qr += ((double)query[i] - d) * ((double)query[i] - d);
+                qn += (double)query[i] * query[i];
+        }
 
         /* Large collections are split over several threads: one core
          * alone cannot read memory as fast as the cores together. */
@@ -593,30 +795,48 @@ int index_search(struct index *idx, const char *collection, const float *query,
         int shares = used >= INDEX_PARALLEL_BLOCKS ? search_threads : 1;
         int started = 0;
         for (int t = 0; t < shares; t++) {
-                sh[t] = (struct share){.c = c,
-                                       .query = query,
-                                       .q16 = q16,
-                                       .q16_scale = qs,
-                                       .first = used * t / shares,
-                                       .end = used * (t + 1) / shares,
-                                       .k = k,
-                                       .min_similarity = min_similarity};
+                sh[t] = (struct share){
+                        .c = c,
+                        .q16 = q16,
+                        .qs = qs,
+                        .qres = round_up(sqrt(qr)),
+                        .qnorm = round_up(sqrt(qq)),
+                        .first = used * t / shares,
+                        .end = used * (t + 1) / shares,
+                        .bar = {.k = k, .floor = min_similarity}};
                 if (t > 0 &&
                     pthread_create(&tid[t], NULL, scan_share, &sh[t]) == 0)
                         started |= 1 << t;
         }
         scan_share(&sh[0]);
 
-        /* Shares whose thread could not start run here; then merge. */
+        /* Shares whose thread could not start run here. */
         for (int t = 1; t < shares; t++) {
                 if (started & (1 << t))
                         pthread_join(tid[t], NULL);
                 else
                         scan_share(&sh[t]);
         }
-        for (int t = 0; t < shares; t++)
-                for (int i = 0; i < sh[t].n; i++)
-                        topk_push(hits, &n, k, sh[t].hits[i].face_id,
-                                  sh[t].hits[i].similarity);
+
+        /* All candidates in one list, against one bar: each share's k
+         * best lbs are among its candidates, so the k best of all are. */
+        struct bar bar = {.k = k, .floor = min_similarity};
+        struct cands all = {0};
+        for (int t = 0; t < shares; t++) {
+                all.nomem |= sh[t].cands.nomem;
+                for (size_t i = 0; i < sh[t].cands.n && !all.nomem; i++) {
+                        bar_push(&bar, sh[t].cands.v[i].lb);
+                        cands_add(&all, sh[t].cands.v[i], -INFINITY);
+                }
+                free(sh[t].cands.v);
+        }
+        if (all.nomem)
+                goto out;
+        cands_prune(&all, bar_value(&bar));
+
+        second_pass(c, query, round_up(sqrt(qn)), k, min_similarity, &all);
+        n = final_pass(c, k, min_similarity, exact, ctx, &all, hits);
+out:
+        free(all.v);
         return n;
 }

@@ -1,15 +1,21 @@
 /*
  * index.h - the 1:N index: every collection's embeddings in memory, and
- * brute-force top-k search over them by dot product.
+ * exact top-k search over them by dot product.
  *
  * Embeddings are L2-normalised float32 vectors of FACE_EMBEDDING_DIM; the
- * similarity reported is face_similarity()'s scale (the cosine, clamped
- * at 0), computed on half-precision copies: within 0.001 of the float32
- * value (callers that need it exact rescore the few hits).  A first pass
- * over 8-bit copies picks the candidates.  Storage is in blocks of
- * INDEX_BLOCK faces, so growing never copies and memory stays within a
- * block of the faces held: 1,024 + 512 + 4 bytes of vectors and
- * STORE_ID_MAX bytes of id per face.
+ * similarity is face_similarity()'s (the cosine computed in double from
+ * the float32 vectors, rounded to float, clamped to [0, 1]).  The index
+ * holds each vector in 8 bits and in half precision, with the few norms
+ * that bound the error of each copy.  A first pass over the 8-bit copies
+ * and a second over the half ones give every face an interval that
+ * provably holds its similarity, and drop only faces that k others
+ * certainly beat (or that are certainly below the minimum); the caller's
+ * float32 embeddings (index_exact_fn) decide among the few left.  The
+ * answer is then exactly the top k of a float32 brute force, ties broken
+ * by face id.  Storage is in blocks of INDEX_BLOCK faces, so growing
+ * never copies and memory stays within a block of the faces held: 1,024
+ * + 512 + 16 bytes of vectors and bounds and STORE_ID_MAX bytes of id
+ * per face.
  *
  * Locking is the caller's: index_add and index_remove need the write
  * lock, index_search and index_count the read lock.  The API holds the
@@ -58,13 +64,27 @@ bool index_remove(struct index *idx, const char *collection,
                   const char *face_id);
 
 /*
+ * The exact similarity of face_id to the query being searched:
+ * face_similarity(query, the face's float32 embedding).  Returns 0 with
+ * *sim set, or -1 when the face is gone (it is then left out).  Called
+ * from index_search's own thread, for the few faces the index's copies
+ * cannot order.
+ */
+typedef int (*index_exact_fn)(void *ctx, const char *face_id, float *sim);
+
+/*
  * Fills hits with the k (at most INDEX_MAX_K) faces of collection most
  * similar to query whose similarity is at least min_similarity, most
- * similar first, and returns how many.  An unknown collection has no
- * faces.  Read lock held.
+ * similar first (ties by face id), and returns how many, or -1 when out
+ * of memory.  With exact (called with ctx), the faces and their
+ * similarities are exactly those of a float32 brute force.  Without it
+ * (NULL), the similarities are half-precision estimates (within 0.001)
+ * and faces closer than that to the k-th may be ordered wrongly.  An
+ * unknown collection has no faces.  Read lock held.
  */
 int index_search(struct index *idx, const char *collection, const float *query,
-                 int k, float min_similarity, struct index_hit *hits);
+                 int k, float min_similarity, index_exact_fn exact, void *ctx,
+                 struct index_hit *hits);
 
 /* The number of faces in collection (read lock held). */
 size_t index_count(struct index *idx, const char *collection);
