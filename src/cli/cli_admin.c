@@ -7,6 +7,7 @@
  */
 #include "api/keyguard.h"
 #include "auth/apikey.h"
+#include "auth/audit.h"
 #include "auth/ipallow.h"
 #include "cli/cli.h"
 #include "config/config.h"
@@ -74,6 +75,23 @@ static struct store *open_store(const char *dir)
         if (store_sqlite_open(dir, &s, err, sizeof err) != STORE_OK)
                 fprintf(stderr, "frapi: %s\n", err);
         return s;
+}
+
+/*
+ * Records a management action taken on the command line in the audit
+ * trail: event such as "collection.create", detail naming what it acted on
+ * (never a secret).  The address is "local" and the user agent names the
+ * operating-system user that ran the command.
+ */
+static void admin_audit(struct store *s, const char *event, const char *detail)
+{
+        char agent[128];
+        const char *user = getenv("USER");
+
+        snprintf(agent, sizeof agent, "frapi-cli (%s)", user ? user : "?");
+        if (audit_migrate(s) != 0)
+                return;
+        audit_record(s, event, "ok", NULL, NULL, "local", agent, detail);
 }
 
 static int print_json(json_t *obj)
@@ -144,6 +162,7 @@ int cli_collections(int argc, char **argv)
         if (!c.name || store_collection_create(s, &c) != STORE_OK)
                 goto out;
         log_info("admin", "Created collection %s.", c.id);
+        admin_audit(s, "collection.create", c.id);
         rc = print_json(json_pack(
                 "{s:s, s:s, s:f, s:b, s:s, s:I}", "id", c.id, "name", c.name,
                 "match_threshold", round((double)c.match_threshold * 1e4) / 1e4,
@@ -202,6 +221,8 @@ static int keys_revoke_or_show(int argc, char **argv, bool show)
         }
         if (st != STORE_OK && st != STORE_CONFLICT)
                 goto out;
+        if (!show && st == STORE_OK)
+                admin_audit(s, "api_key.revoke", id);
         rc = print_json(show ? info
                              : json_pack("{s:s, s:b, s:b}", "id", id, "revoked",
                                          1, "revoked_before",
@@ -309,6 +330,7 @@ int cli_keys(int argc, char **argv)
                 goto out;
         log_info("admin", "Created API key %s for collection %s.", rec.id,
                  coll);
+        admin_audit(s, "api_key.create", rec.id);
         /* rpm null: the server's default limit applies. */
         rc = print_json(json_pack(
                 "{s:s, s:s, s:s, s:s?, s:o, s:O, s:I}", "id", rec.id, "key",
