@@ -207,7 +207,7 @@ static void enroll(struct http_request *req, void *userdata)
 
         /* The answer: the face, and what the client should know. */
         json_t *data = api_json_face(&f);
-        json_object_set_new(data, "faces_detected", json_integer(list->count));
+        json_object_set_new(data, "faces_detected", json_integer(list->found));
         json_object_set_new(data, "possible_duplicate_of", others);
         json_object_set_new(data, "near_identical_to", same);
         if (check_live)

@@ -35,7 +35,7 @@ static json_t *verify_side(const struct face_list *l)
 {
         return json_pack("{s:o, s:i, s:b}", "box",
                          api_json_box(&l->faces[0].box), "faces_detected",
-                         l->count, "largest_used", l->count > 1);
+                         l->found, "largest_used", l->found > 1);
 }
 
 /* 422 for an image of a verify in which no face was found. */
@@ -274,7 +274,7 @@ static void identify(struct http_request *req, void *userdata)
         }
         http_reply_data(req, 200,
                         json_pack("{s:o, s:i, s:f, s:s}", "faces", faces,
-                                  "faces_detected", list->count, "threshold",
+                                  "faces_detected", list->found, "threshold",
                                   thr, "group_by",
                                   group ? "external_id" : "face"));
 }
@@ -301,7 +301,7 @@ static void liveness(struct http_request *req, void *userdata)
         }
         http_reply_data(req, 200,
                         json_pack("{s:o, s:i, s:f}", "faces", faces,
-                                  "faces_detected", list->count, "threshold",
+                                  "faces_detected", list->found, "threshold",
                                   thr));
 }
 
@@ -351,7 +351,7 @@ static void detect(struct http_request *req, void *userdata)
                 json_array_append_new(faces, detect_face(&list->faces[i]));
         http_reply_data(req, 200,
                         json_pack("{s:o, s:i}", "faces", faces,
-                                  "faces_detected", list->count));
+                                  "faces_detected", list->found));
 }
 
 #define IMAGE_BODY (HTTP_BODY_JSON | HTTP_BODY_MULTIPART | HTTP_ROUTE_GATED)

@@ -353,7 +353,7 @@ static void enroll_item(struct batch *b, struct item *it, size_t i)
                 goto out;
         }
         json_t *data = api_json_face(&f);
-        json_object_set_new(data, "faces_detected", json_integer(list.count));
+        json_object_set_new(data, "faces_detected", json_integer(list.found));
         json_object_set_new(data, "possible_duplicate_of", dups);
         it->result = json_pack("{s:I, s:b, s:i, s:o}", "index", (json_int_t)i,
                                "success", 1, "status", 201, "face", data);
@@ -448,7 +448,7 @@ static void identify_item(struct batch *b, struct item *it, size_t i)
         }
         it->result = json_pack("{s:I, s:b, s:i, s:o, s:i}", "index",
                                (json_int_t)i, "success", 1, "status", 200,
-                               "faces", faces, "faces_detected", list.count);
+                               "faces", faces, "faces_detected", list.found);
         face_list_free(&list);
 }
 

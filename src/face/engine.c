@@ -1012,6 +1012,7 @@ enum face_status face_engine_analyze(struct face_engine *eng,
                 goto release;
         int size[2] = {img->width, img->height};
         qsort_r(found.v, (size_t)found.n, sizeof *found.v, by_area_desc, size);
+        out->found = found.n;
         if (max_faces > 0 && found.n > max_faces)
                 found.n = max_faces;
         out->faces = calloc((size_t)found.n, sizeof *out->faces);
@@ -1046,6 +1047,7 @@ void face_list_free(struct face_list *list)
         free(list->faces);
         list->faces = NULL;
         list->count = 0;
+        list->found = 0;
 }
 
 float face_similarity(const float *a, const float *b)

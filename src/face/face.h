@@ -194,13 +194,15 @@ struct face {
 };
 
 struct face_list {
-        int count;
+        int count;          /* faces analysed, at most max_faces */
+        int found;          /* faces the detector found, before the cap */
         struct face *faces; /* largest box first; owned */
 };
 
 /*
- * Finds every face in img (at most max_faces, largest first; 0 means no
- * cap) and computes what `want` asks for.  On success the caller releases
+ * Finds every face in img (out->found of them) and computes what `want`
+ * asks for on at most max_faces of them (out->count, largest first; 0
+ * means no cap).  On success the caller releases
  * out with face_list_free().  Finding no face is success with count 0.
  */
 enum face_status face_engine_analyze(struct face_engine *eng,

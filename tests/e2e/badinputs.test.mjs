@@ -648,3 +648,18 @@ test('N8: a missing image is reported in plain words', async () => {
   isError(j, 400, 'MISSING_IMAGE', 'image');
   assert.doesNotMatch(j.body.error.message, /image image/);
 });
+
+test('N9: faces_detected counts the faces found, not the ones listed',
+  async () => {
+    const photo = good.photo;
+    const n = detect(photo).faces.length;
+    assert.ok(n >= 2, 'the sample photo shows one face');
+    const r = await call('POST', '/api/v1/identify',
+      { form: { image: part(photo), max_faces: '1' } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.data.faces.length, 1);
+    assert.equal(r.body.data.faces_detected, n);
+    const all = await call('POST', '/api/v1/identify',
+      { form: { image: part(photo) } });
+    assert.equal(all.body.data.faces_detected, n);
+  });
