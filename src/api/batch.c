@@ -131,13 +131,22 @@ static bool item_image_bytes(struct batch *b, json_t *in, size_t i,
                 return false;
         }
 
-        /* A file part of that name. */
-        const struct http_part *p =
-                http_request_part(b->req, json_string_value(v));
-        if (p && strcmp(p->name, "items") != 0) {
-                *data = p->data ? p->data : (const unsigned char *)"";
-                *len = p->len;
-                return true;
+        /* Multipart: a file part of that name, nothing else (a name such
+         * as "nope" must not be read as base64 by chance). */
+        if (!http_request_json(b->req)) {
+                const struct http_part *p =
+                        http_request_part(b->req, json_string_value(v));
+                if (p && strcmp(p->name, "items") != 0) {
+                        *data = p->data ? p->data : (const unsigned char *)"";
+                        *len = p->len;
+                        return true;
+                }
+                *err = item_error(i, 400, "MISSING_IMAGE", "image",
+                                  "image names the part '%.100s', which the "
+                                  "request does not hold: send a file part "
+                                  "of that name.",
+                                  json_string_value(v));
+                return false;
         }
 
         /* Base64, after an optional "data:<type>;base64," prefix. */

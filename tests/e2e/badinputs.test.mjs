@@ -663,3 +663,19 @@ test('N9: faces_detected counts the faces found, not the ones listed',
       { form: { image: part(photo) } });
     assert.equal(all.body.data.faces_detected, n);
   });
+
+test('N4: a multipart batch item naming no part is MISSING_IMAGE', async () => {
+  const before = await count();
+  const r = await call('POST', '/api/v1/faces/batch', { form: {
+    items: JSON.stringify([{ image: 'nope', name: 'x' },
+      { image: 'abcd', name: 'y' }, { image: 'items', name: 'z' }]),
+  } });
+  assert.equal(r.status, 200, r.text);
+  for (const [i, p] of ['nope', 'abcd', 'items'].entries()) {
+    const e = r.body.data.results[i].error;
+    assert.equal(e.code, 'MISSING_IMAGE', r.text);
+    assert.equal(e.param, 'image');
+    assert.ok(e.message.includes(`'${p}'`), e.message);
+  }
+  assert.equal(await count(), before);
+});

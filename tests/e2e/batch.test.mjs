@@ -120,7 +120,8 @@ test('a multipart batch: an items part naming file parts', async () => {
   assert.equal(r.status, 200, r.text);
   const codes = r.body.data.results.map((x) => (x.success ? 'ok'
     : x.error.code));
-  assert.deepEqual(codes, ['ok', 'NO_FACE_DETECTED', 'INVALID_BASE64']);
+  assert.deepEqual(codes, ['ok', 'NO_FACE_DETECTED', 'MISSING_IMAGE']);
+  assert.match(r.body.data.results[2].error.message, /'p3'/);
 });
 
 test('a malformed batch as a whole is a 400', async () => {
