@@ -132,7 +132,11 @@ static void enroll(struct http_request *req, void *userdata)
         struct store_face f = {0};
 
         /* The fields first: a bad one costs no engine time. */
-        if (!api_input_text(req, "name", true, API_NAME_MAX, &name) ||
+        static const char *const known[] = {
+                "image",          "name",           "external_id", "metadata",
+                "face_selection", "check_liveness", NULL};
+        if (!api_input_only(req, known) ||
+            !api_input_text(req, "name", true, API_NAME_MAX, &name) ||
             !api_input_text(req, "external_id", false, API_EXTERNAL_ID_MAX,
                             &ext) ||
             !api_input_metadata(req, "metadata", &meta) ||
@@ -226,10 +230,9 @@ static bool list_limit(struct http_request *req, long *out)
         *out = LIST_DEFAULT;
         if (!t)
                 return true;
-        char *end;
         errno = 0;
-        long v = strtol(t, &end, 10);
-        if (!*t || *end || v < 1) {
+        long v = http_decimal_ok(t, false) ? strtol(t, NULL, 10) : 0;
+        if (v < 1) {
                 http_reply_error(req, 400, "INVALID_PARAMETER",
                                  "limit must be a whole number of 1 or more "
                                  "(at most 500 are returned).",

@@ -95,6 +95,30 @@ static json_t *json_field(struct http_request *req, const char *name)
         return json_is_object(body) ? json_object_get(body, name) : NULL;
 }
 
+bool api_input_only(struct http_request *req, const char *const *known)
+{
+        json_t *body = http_request_json(req);
+        const char *key;
+        json_t *val;
+
+        if (!json_is_object(body))
+                return true;
+        json_object_foreach(body, key, val)
+        {
+                size_t i = 0;
+                while (known[i] && strcmp(known[i], key) != 0)
+                        i++;
+                if (known[i])
+                        continue;
+                http_reply_errorf(req, 400, "INVALID_PARAMETER", key,
+                                  "The field %.100s is not one this endpoint "
+                                  "takes.",
+                                  key);
+                return false;
+        }
+        return true;
+}
+
 bool api_input_has(struct http_request *req, const char *name)
 {
         return json_field(req, name) || http_request_part(req, name);
@@ -178,7 +202,7 @@ bool api_input_double(struct http_request *req, const char *name, double def,
                 char *end = NULL;
                 if (json_is_number(jv)) {
                         v = json_number_value(jv);
-                } else if (t && !jv && len > 0) {
+                } else if (t && !jv && http_decimal_ok(t, true)) {
                         errno = 0;
                         v = strtod(t, &end);
                         if (*end || errno)
@@ -212,7 +236,7 @@ bool api_input_int(struct http_request *req, const char *name, long def,
                         json_int_t j = json_integer_value(jv);
                         ok = j >= min && j <= max;
                         v = (long)j;
-                } else if (t && !jv && len > 0) {
+                } else if (t && !jv && http_decimal_ok(t, false)) {
                         char *end;
                         errno = 0;
                         v = strtol(t, &end, 10);

@@ -36,6 +36,10 @@ bool api_input_utf8_ok(const char *s, size_t len);
  */
 const char *api_input_text_problem(const char *s, size_t len);
 
+/* Refuses (400 INVALID_PARAMETER naming it) a member of a JSON body that
+ * is not among known (NULL-terminated).  Other bodies pass. */
+bool api_input_only(struct http_request *req, const char *const *known);
+
 /* True when the field is present in the body at all (JSON member, even
  * null, or a multipart part). */
 bool api_input_has(struct http_request *req, const char *name);

@@ -802,11 +802,13 @@ void batch_register(struct api *api, struct http_server *srv, size_t max_body)
                 unsigned flags;
         } routes[] = {
                 {"/api/v1/faces/batch", handle_enroll,
-                 HTTP_BODY_JSON | HTTP_BODY_MULTIPART | HTTP_ROUTE_GATED},
+                 HTTP_BODY_JSON | HTTP_BODY_JSON_ARRAY | HTTP_BODY_MULTIPART |
+                         HTTP_ROUTE_GATED},
                 {"/api/v1/faces/batch-delete", handle_batch_delete,
                  HTTP_BODY_JSON | HTTP_ROUTE_OFFLOAD},
                 {"/api/v1/identify/batch", handle_identify,
-                 HTTP_BODY_JSON | HTTP_BODY_MULTIPART | HTTP_ROUTE_GATED},
+                 HTTP_BODY_JSON | HTTP_BODY_JSON_ARRAY | HTTP_BODY_MULTIPART |
+                         HTTP_ROUTE_GATED},
         };
         server_gate = http_server_gate(srv);
         for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

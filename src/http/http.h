@@ -87,6 +87,7 @@ enum http_route_flags {
         HTTP_BODY_RAW = 1u << 3,       /* any type, bytes kept as they are */
         HTTP_ROUTE_GATED = 1u << 4,    /* take a gate slot before the handler */
         HTTP_ROUTE_OFFLOAD = 1u << 5,  /* run the handler on a worker thread */
+        HTTP_BODY_JSON_ARRAY = 1u << 6, /* a JSON array is taken as well */
 };
 
 /* Answers the request; see the rules at the top of this file. */
@@ -218,8 +219,10 @@ const unsigned char *http_request_body(const struct http_request *req,
 /* The media type of the body, lower case, without parameters, or NULL. */
 const char *http_request_content_type(const struct http_request *req);
 
-/* The parsed JSON body (borrowed), or NULL when the body was not JSON or
- * empty.  Malformed JSON never reaches a handler: it gets 400 INVALID_JSON. */
+/* The parsed JSON body (borrowed), or NULL when the body was not JSON.
+ * Malformed JSON, an empty JSON body, and a body that is not an object
+ * (nor an array, on HTTP_BODY_JSON_ARRAY routes) never reach a handler:
+ * they get 400 INVALID_JSON. */
 json_t *http_request_json(const struct http_request *req);
 
 /* One part of a multipart/form-data or urlencoded body.  data is
@@ -232,7 +235,8 @@ struct http_part {
         size_t len;
 };
 
-/* All parts in the order received; *count set.  NULL when none. */
+/* All parts in the order received; *count set.  NULL when none.  Two
+ * parts of one name never reach a handler: they get a 400 naming it. */
 const struct http_part *http_request_parts(const struct http_request *req,
                                            size_t *count);
 /* The first part called name, or NULL. */
@@ -306,6 +310,14 @@ typedef ssize_t (*http_stream_fn)(void *cls, char *buf, size_t max);
 void http_reply_stream(struct http_request *req, int status,
                        const char *content_type, http_stream_fn read, void *cls,
                        void (*done)(void *));
+
+/*
+ * True when s is a plain decimal number: an optional leading minus, then
+ * digits, then (when fraction) an optional "." and digits.  No plus sign,
+ * white space, hex, exponent, inf or nan.  Every number read from a query
+ * or form value passes this before strtol/strtod.
+ */
+bool http_decimal_ok(const char *s, bool fraction);
 
 /*
  * Validate-or-respond helpers: each returns true with the value, or false

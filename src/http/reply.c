@@ -194,14 +194,11 @@ bool http_query_int(struct http_request *req, const char *name, long def,
                 return true;
         }
 
-        /* The whole value must be a number in range, no spaces or signs
-         * beyond one leading minus. */
-        char *end;
+        /* The whole value must be a plain decimal number in range. */
         errno = 0;
-        long n = strtol(v, &end, 10);
-        bool digits = v[0] == '-' ? v[1] >= '0' && v[1] <= '9'
-                                  : v[0] >= '0' && v[0] <= '9';
-        if (!digits || *end != '\0' || errno == ERANGE || n < min || n > max) {
+        long n = http_decimal_ok(v, false) ? strtol(v, NULL, 10) : 0;
+        if (!http_decimal_ok(v, false) || errno == ERANGE || n < min ||
+            n > max) {
                 http_reply_errorf(req, 400, "INVALID_PARAMETER", name,
                                   "%s must be an integer from %ld to %ld.",
                                   name, min, max);
@@ -209,6 +206,23 @@ bool http_query_int(struct http_request *req, const char *name, long def,
         }
         *out = n;
         return true;
+}
+
+bool http_decimal_ok(const char *s, bool fraction)
+{
+        if (*s == '-')
+                s++;
+        size_t n = strspn(s, "0123456789");
+        if (n == 0)
+                return false;
+        s += n;
+        if (fraction && *s == '.') {
+                n = strspn(s + 1, "0123456789");
+                if (n == 0)
+                        return false;
+                s += 1 + n;
+        }
+        return *s == '\0';
 }
 
 bool http_query_bool(struct http_request *req, const char *name, bool def,

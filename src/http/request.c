@@ -560,16 +560,37 @@ void http_request_body_end(struct http_request *req)
         if (req->answered)
                 return;
 
-        /* JSON: jansson reports what and where. */
-        if (req->kind == HTTP_KIND_JSON && req->body_len > 0) {
+        /* JSON: jansson reports what and where; the body must be an
+         * object (or an array where the route takes one). */
+        if (req->kind == HTTP_KIND_JSON) {
+                if (req->body_len == 0) {
+                        http_reply_error(req, 400, "INVALID_JSON",
+                                         "The request body is empty; the body "
+                                         "must be a JSON object.",
+                                         "body");
+                        return;
+                }
                 json_error_t jerr;
                 req->json = json_loadb((const char *)req->body, req->body_len,
                                        JSON_REJECT_DUPLICATES, &jerr);
-                if (!req->json)
+                if (!req->json) {
                         http_reply_errorf(req, 400, "INVALID_JSON", "body",
                                           "The request body is not valid JSON: "
                                           "%s (line %d, column %d).",
                                           jerr.text, jerr.line, jerr.column);
+                        return;
+                }
+                bool arr = (req->route->flags & HTTP_BODY_JSON_ARRAY) &&
+                           json_is_array(req->json);
+                if (!json_is_object(req->json) && !arr)
+                        http_reply_error(req, 400, "INVALID_JSON",
+                                         arr || !(req->route->flags &
+                                                  HTTP_BODY_JSON_ARRAY)
+                                                 ? "The body must be a JSON "
+                                                   "object."
+                                                 : "The body must be a JSON "
+                                                   "object or array.",
+                                         "body");
                 return;
         }
 
@@ -584,6 +605,26 @@ void http_request_body_end(struct http_request *req)
                 }
                 if (req->nparts == 0)
                         return;
+                /* One value per name, as JSON keys are: which of two
+                 * would count is anyone's guess. */
+                for (size_t i = 1; i < req->nparts; i++) {
+                        for (size_t j = 0; j < i; j++) {
+                                const char *n = req->parts[i].part.name;
+                                if (strcmp(n, req->parts[j].part.name) != 0)
+                                        continue;
+                                http_reply_errorf(
+                                        req, 400,
+                                        strcmp(req->content_type,
+                                               "multipart/form-data") == 0
+                                                ? "INVALID_MULTIPART"
+                                                : "INVALID_FORM",
+                                        n,
+                                        "The field %.100s is sent twice; "
+                                        "send each field once.",
+                                        n);
+                                return;
+                        }
+                }
                 req->part_view = http_request_alloc(
                         req, req->nparts * sizeof(*req->part_view));
                 for (size_t i = 0; i < req->nparts; i++) {

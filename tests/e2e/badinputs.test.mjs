@@ -679,3 +679,55 @@ test('N4: a multipart batch item naming no part is MISSING_IMAGE', async () => {
   }
   assert.equal(await count(), before);
 });
+
+test('N7: one rule for bodies, numbers, unknown fields and repeated parts',
+  async () => {
+    // A JSON body that is not an object: INVALID_JSON on every route.
+    for (const p of ['/api/v1/faces', '/api/v1/detect', '/api/v1/identify',
+      '/api/v1/faces/batch-delete']) {
+      for (const json of ['', '[]', '"x"', '3', 'null']) {
+        const r = await call('POST', p, { json });
+        isError(r, 400, 'INVALID_JSON', 'body');
+      }
+    }
+    const arr = await call('POST', '/api/v1/faces/batch', { json: '"x"' });
+    isError(arr, 400, 'INVALID_JSON', 'body');
+
+    // Numbers in forms and queries: plain decimal only.
+    for (const bad of ['0x1p-2', '+0.5', ' 0.5', '0.5 ', '1e-1', 'nan',
+      'inf', '.5', '5.']) {
+      const r = await call('POST', '/api/v1/identify',
+        { form: { image: part(good.file), threshold: bad } });
+      isError(r, 400, 'INVALID_PARAMETER', 'threshold');
+    }
+    for (const bad of ['+5', '%2010', '10%20', '0x10', '5.0']) {
+      const r = await call('GET', `/api/v1/faces?limit=${bad}`);
+      isError(r, 400, 'INVALID_PARAMETER', 'limit');
+      const m = await call('POST', '/api/v1/identify',
+        { form: { image: part(good.file), max_faces: bad } });
+      isError(m, 400, 'INVALID_PARAMETER', 'max_faces');
+    }
+    const ok = await call('POST', '/api/v1/identify',
+      { form: { image: part(good.file), threshold: '0.5', max_faces: '2' } });
+    assert.equal(ok.status, 200, ok.text);
+
+    // Enroll refuses fields it does not know, as PATCH does.
+    const img = fs.readFileSync(good.file).toString('base64');
+    const before = await count();
+    const unk = await call('POST', '/api/v1/faces',
+      { json: { image: img, name: 'X', nmae: 'typo' } });
+    isError(unk, 400, 'INVALID_PARAMETER', 'nmae');
+
+    // A field sent twice in a form is refused, as duplicate JSON keys are.
+    const fd = new FormData();
+    fd.append('name', 'A');
+    fd.append('name', 'B');
+    fd.append('image', new Blob([fs.readFileSync(good.file)]), 'a.jpg');
+    const twice = await fetch(`${srv.base}/api/v1/faces`,
+      { method: 'POST', headers: { 'X-API-Key': tenant.key }, body: fd });
+    const tb = await twice.json();
+    assert.equal(twice.status, 400);
+    assert.equal(tb.error.code, 'INVALID_MULTIPART');
+    assert.equal(tb.error.param, 'name');
+    assert.equal(await count(), before);
+  });
