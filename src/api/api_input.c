@@ -422,7 +422,8 @@ bool api_input_image(struct http_request *req, const char *name,
                 const char *kind = face_image_unsupported_name(data, len);
                 http_reply_errorf(req, face_status_http(st),
                                   face_status_code(st), name,
-                                  "The image %s is %s%s, which is not read "
+                                  "The field %s holds an image %s%s, which is "
+                                  "not read "
                                   "here; send JPEG, PNG, WebP, GIF, BMP or "
                                   "TIFF.",
                                   name, kind ? "in " : "of an unknown format",

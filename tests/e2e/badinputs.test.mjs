@@ -647,6 +647,10 @@ test('N8: a missing image is reported in plain words', async () => {
   const j = await call('POST', '/api/v1/detect', { json: {} });
   isError(j, 400, 'MISSING_IMAGE', 'image');
   assert.doesNotMatch(j.body.error.message, /image image/);
+  const u = await call('POST', '/api/v1/detect',
+    { form: { image: { data: Buffer.from('not an image at all') } } });
+  isError(u, 415, 'UNSUPPORTED_IMAGE_FORMAT', 'image');
+  assert.match(u.body.error.message, /^The field image holds an image /);
 });
 
 test('N9: faces_detected counts the faces found, not the ones listed',
