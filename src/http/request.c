@@ -471,9 +471,14 @@ void http_request_body_begin(struct http_request *req)
                 req->kind = HTTP_KIND_POST;
                 req->pp = MHD_create_post_processor(req->conn, 64 * 1024,
                                                     on_part, req);
+                /* libmicrohttpd refuses a boundary of one character
+                 * unless it is quoted, though RFC 2046 allows 1 to 70. */
                 if (!req->pp)
-                        body_invalid(req, "The multipart body has no usable "
-                                          "boundary in its Content-Type.");
+                        body_invalid(req, "The Content-Type has no multipart "
+                                          "boundary this server can use: "
+                                          "send boundary=... of 2 to 70 "
+                                          "characters, or quote a one-"
+                                          "character one (boundary=\"x\").");
                 return;
         }
         if (flags & HTTP_BODY_RAW) {

@@ -735,3 +735,21 @@ test('N7: one rule for bodies, numbers, unknown fields and repeated parts',
     assert.equal(tb.error.param, 'name');
     assert.equal(await count(), before);
   });
+
+test('N6: a one-character multipart boundary: quoted it works, bare it is ' +
+  'refused with a message that says how to fix it', async () => {
+  const body = (b) => Buffer.concat([
+    Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="image"; ` +
+      'filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'),
+    fs.readFileSync(good.file), Buffer.from(`\r\n--${b}--\r\n`)]);
+  const quoted = await call('POST', '/api/v1/detect', { raw: body('x'),
+    contentType: 'multipart/form-data; boundary="x"' });
+  assert.equal(quoted.status, 200, quoted.text);
+  const two = await call('POST', '/api/v1/detect', { raw: body('xy'),
+    contentType: 'multipart/form-data; boundary=xy' });
+  assert.equal(two.status, 200, two.text);
+  const bare = await call('POST', '/api/v1/detect', { raw: body('x'),
+    contentType: 'multipart/form-data; boundary=x' });
+  isError(bare, 400, 'INVALID_MULTIPART', 'body');
+  assert.match(bare.body.error.message, /boundary="x"/);
+});
