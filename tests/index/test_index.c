@@ -284,7 +284,7 @@ static void test_near_duplicates(void **state)
 {
         (void)state;
         struct index *idx = index_new();
-        int background = 3000, dups = 800, n = background + dups;
+        int background = 16000, dups = 800, n = background + dups;
         float *vecs = malloc(sizeof(float) * D * (size_t)n);
         bool *gone = calloc((size_t)n, 1);
         float base[D], noise[D], q[D];
@@ -310,7 +310,7 @@ static void test_near_duplicates(void **state)
         }
 
         /* Insert in a shuffled order so that the near-duplicates spread
-         * over the blocks (and the threads of a large search). */
+         * over the blocks and the threads (over 16 blocks in all). */
         int *order = malloc(sizeof(int) * (size_t)n);
         for (int i = 0; i < n; i++)
                 order[i] = i;
