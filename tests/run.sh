@@ -96,7 +96,7 @@ if [ ${#e2e[@]} -gt 0 ] && [ "${SKIP_SAN:-0}" != 1 ]; then
 		# test that checks the export streams in flat memory.
 		ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=4:log_path=$reports/asan \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan \
-		LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
+		LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0 \
 		FRAPI_BIN=$PWD/build-san/frapi \
 			run_e2e "server under AddressSanitizer + UBSan"
 		if [ -n "$(ls -A "$reports")" ]; then
