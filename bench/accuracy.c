@@ -15,6 +15,7 @@
  * FRAPI_MODEL_DIR and FRAPI_THREADS configure the engine as for frapi.
  */
 #include "face/face.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #include <math.h>
@@ -127,32 +128,18 @@ static struct pair *read_pairs(const char *dir, const char *file, int *n_pairs,
         return pairs;
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
+/* The bytes of one photo (at most 64 MB), or NULL. */
+static unsigned char *read_photo(const char *path, size_t *len)
 {
-        FILE *f = fopen(path, "rb");
-        unsigned char *buf;
-        long n;
-
-        if (!f)
-                return NULL;
-        fseek(f, 0, SEEK_END);
-        n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = malloc(n > 0 ? (size_t)n : 1);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-        }
-        fclose(f);
-        *len = (size_t)n;
-        return buf;
+        unsigned char *bytes;
+        return file_read(path, (size_t)64 << 20, &bytes, len) ? NULL : bytes;
 }
 
 /* Embeds the face nearest the centre of one photo. */
 static void embed_photo(struct face_engine *eng, struct photo *ph)
 {
         size_t len;
-        unsigned char *bytes = slurp(ph->path, &len);
+        unsigned char *bytes = read_photo(ph->path, &len);
         struct face_image img = {0};
         struct face_list list = {0};
         float best = INFINITY;

@@ -32,6 +32,7 @@
 #include "api/keyguard.h"
 #include "auth/apikey.h"
 #include "store/store_sqlite.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #define MAX_FILES 1000
@@ -83,18 +84,11 @@ static void collect(const char *dir, size_t want)
         free(list);
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
+/* The bytes of one photo (at most 64 MB), or NULL. */
+static unsigned char *read_photo(const char *path, size_t *len)
 {
-        FILE *f = fopen(path, "rb");
-        if (!f)
-                return NULL;
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
-        *len = buf && n > 0 ? fread(buf, 1, (size_t)n, f) : 0;
-        fclose(f);
-        return buf;
+        unsigned char *bytes;
+        return file_read(path, (size_t)64 << 20, &bytes, len) ? NULL : bytes;
 }
 
 static size_t sink(char *p, size_t size, size_t n, void *ud)
@@ -168,7 +162,7 @@ static double batch(const char *key, int *ok)
         json_t *items = json_array();
         for (size_t i = 0; i < nfiles; i++) {
                 size_t len = 0;
-                unsigned char *bytes = slurp(files[i], &len);
+                unsigned char *bytes = read_photo(files[i], &len);
                 size_t cap = sodium_base64_ENCODED_LEN(
                         len, sodium_base64_VARIANT_ORIGINAL);
                 char *b64 = malloc(cap);

@@ -12,6 +12,7 @@
  * sits.  FRAPI_MODEL_DIR and FRAPI_THREADS configure the engine.
  */
 #include "face/face.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #include <dirent.h>
@@ -34,25 +35,11 @@ static int is_photo(const char *name)
                 strcasecmp(dot, ".png") == 0);
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
+/* The bytes of one photo (at most 64 MB), or NULL. */
+static unsigned char *read_photo(const char *path, size_t *len)
 {
-        FILE *f = fopen(path, "rb");
-        unsigned char *buf;
-        long n;
-
-        if (!f)
-                return NULL;
-        fseek(f, 0, SEEK_END);
-        n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = malloc(n > 0 ? (size_t)n : 1);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-        }
-        fclose(f);
-        *len = (size_t)n;
-        return buf;
+        unsigned char *bytes;
+        return file_read(path, (size_t)64 << 20, &bytes, len) ? NULL : bytes;
 }
 
 static int by_float(const void *a, const void *b)
@@ -101,7 +88,7 @@ static int score_dir(struct face_engine *eng, const char *dir,
                 struct face_list list = {0};
 
                 snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-                bytes = slurp(path, &len);
+                bytes = read_photo(path, &len);
                 if (!bytes || face_image_decode(bytes, len, NULL, &img) ||
                     face_engine_analyze(eng, &img, FACE_WANT_LIVENESS, 1,
                                         &list)) {

@@ -13,6 +13,7 @@
  */
 #include "face/face.h"
 #include "face/timing.h"
+#include "util/file.h"
 #include "util/log.h"
 
 #include <stdio.h>
@@ -48,25 +49,11 @@ static double median(double *v, int n)
         return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
+/* The bytes of one photo (at most 64 MB), or NULL. */
+static unsigned char *read_photo(const char *path, size_t *len)
 {
-        FILE *f = fopen(path, "rb");
-        unsigned char *buf;
-        long n;
-
-        if (!f)
-                return NULL;
-        fseek(f, 0, SEEK_END);
-        n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        buf = malloc(n > 0 ? (size_t)n : 1);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-        }
-        fclose(f);
-        *len = (size_t)n;
-        return buf;
+        unsigned char *bytes;
+        return file_read(path, (size_t)64 << 20, &bytes, len) ? NULL : bytes;
 }
 
 /* Times one photo runs times; returns -1 if it cannot be read. */
@@ -74,7 +61,7 @@ static int time_photo(struct face_engine *eng, const char *path, int runs)
 {
         double *v[S_N];
         size_t len;
-        unsigned char *bytes = slurp(path, &len);
+        unsigned char *bytes = read_photo(path, &len);
         int faces = 0, w = 0, h = 0, rc = -1;
 
         for (int s = 0; s < S_N; s++)

@@ -6,64 +6,13 @@
  */
 #include "cli/cli.h"
 #include "face/face.h"
+#include "util/file.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Reads a whole file, at most max bytes (one more tells "too large"). */
-static int read_file(const char *path, size_t max, unsigned char **data,
-                     size_t *len)
-{
-        FILE *f = fopen(path, "rb");
-        unsigned char *buf = NULL;
-        size_t n = 0, cap = 0;
-        int rc = -1;
-
-        *data = NULL;
-        *len = 0;
-        if (!f) {
-                fprintf(stderr, "frapi: cannot open photo '%s': %s\n", path,
-                        strerror(errno));
-                return -1;
-        }
-        for (;;) {
-                if (n == cap) {
-                        size_t ncap = cap ? cap * 2 : 1 << 16;
-                        unsigned char *nb;
-
-                        if (ncap > max + 1)
-                                ncap = max + 1;
-                        if (ncap <= cap)
-                                break;
-                        nb = realloc(buf, ncap);
-                        if (!nb) {
-                                fprintf(stderr, "frapi: out of memory\n");
-                                goto close;
-                        }
-                        buf = nb;
-                        cap = ncap;
-                }
-                size_t got = fread(buf + n, 1, cap - n, f);
-                n += got;
-                if (got == 0)
-                        break;
-        }
-        if (ferror(f)) {
-                fprintf(stderr, "frapi: cannot read photo '%s'\n", path);
-                goto close;
-        }
-        *data = buf;
-        *len = n;
-        buf = NULL;
-        rc = 0;
-close:
-        free(buf);
-        fclose(f);
-        return rc;
-}
 
 /* The engine configuration from the environment.  Returns CLI_OK or
  * CLI_USAGE with a message. */
@@ -119,8 +68,17 @@ static int analyze_photo(struct face_engine *eng, const char *path,
         enum face_status st;
 
         memset(list, 0, sizeof *list);
-        if (read_file(path, cfg->limits.max_bytes, &data, &len))
+        int err = file_read(path, cfg->limits.max_bytes, &data, &len);
+        if (err == ENOMEM) {
+                fprintf(stderr, "frapi: out of memory reading '%s'\n", path);
+                return CLI_INTERNAL;
+        }
+        if (err) {
+                fprintf(stderr, "frapi: cannot read photo '%s': %s\n", path,
+                        err == EFBIG ? face_status_message(FACE_ERR_TOO_LARGE)
+                                     : strerror(err));
                 return CLI_BAD_INPUT;
+        }
         st = face_image_decode(data, len, &cfg->limits, img);
         free(data);
         if (st == FACE_ERR_NOMEM || st == FACE_ERR_INTERNAL) {
