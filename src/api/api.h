@@ -88,6 +88,15 @@ void api_reply_store_for(struct http_request *req, enum store_status st,
 void api_reply_store(struct http_request *req, enum store_status st);
 
 /*
+ * Runs the engine on img exactly as face_engine_analyze() does, and adds
+ * the time of each stage to /metrics (frapi_engine_stage_seconds, by
+ * stage).  Every handler runs the engine through this.
+ */
+enum face_status api_engine_run(struct face_engine *eng,
+                                const struct face_image *img, unsigned want,
+                                int max_faces, struct face_list *out);
+
+/*
  * Decodes image field `field` and runs the engine for `want` on at most
  * max_faces faces (0 = all).  Returns true with *list pointing at the
  * faces found (request memory, released when the request ends), or false

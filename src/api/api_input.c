@@ -2,6 +2,8 @@
  * api_input.c - fields and images of a request, from JSON or multipart.
  */
 #include "api/api_input.h"
+#include "face/timing.h"
+#include "http/metrics.h"
 
 #include <errno.h>
 #include <math.h>
@@ -416,7 +418,11 @@ bool api_input_image(struct http_request *req, const char *name,
         memset(img, 0, sizeof *img);
         if (!api_input_image_bytes(req, name, true, &data, &len))
                 return false;
+        double t0 = face_timing_now();
         enum face_status st = face_image_decode(data, len, limits, img);
+        http_metrics_histogram_observe("frapi_engine_stage_seconds",
+                                       "stage=\"decode\"",
+                                       (face_timing_now() - t0) / 1000.0);
         if (st == FACE_ERR_UNSUPPORTED) {
                 /* Name the format when we know it (row I5 of bad inputs). */
                 const char *kind = face_image_unsupported_name(data, len);

@@ -206,8 +206,8 @@ static bool item_analyze(struct batch *b, json_t *in, size_t i, unsigned want,
                 face_image_decode(data, len, &b->api->limits, &img);
         free(owned);
         if (st == FACE_OK)
-                st = face_engine_analyze(b->api->engine, &img, want, max_faces,
-                                         list);
+                st = api_engine_run(b->api->engine, &img, want, max_faces,
+                                    list);
         face_image_free(&img);
         if (st != FACE_OK) {
                 *err = item_face_error(i, st);

@@ -314,3 +314,17 @@ test('liveness and detect answer per face; enroll can require a live face',
     assert.equal(bad.status, 400);
     assert.equal(bad.body.error.param, 'check_liveness');
   });
+
+test('/metrics shows where engine time goes, stage by stage', async () => {
+  // The liveness, detect and enroll calls above ran every stage.
+  const r = await fetch(`${srv.base}/metrics`);
+  assert.equal(r.status, 200);
+  const text = await r.text();
+  for (const stage of ['decode', 'analyze', 'detect', 'landmarks', 'align',
+    'embed', 'liveness', 'attributes']) {
+    const m = text.match(new RegExp(
+      `^frapi_engine_stage_seconds_count\\{stage="${stage}"\\} (\\d+)$`, 'm'));
+    assert.ok(m && Number(m[1]) > 0, `no ${stage} stage in /metrics`);
+  }
+  assert.match(text, /^frapi_faces_stored(\{[^}]*\})? \d+$/m);
+});
