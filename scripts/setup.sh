@@ -15,7 +15,7 @@ apt_packages=(
 	build-essential pkg-config clang clang-format libclang-rt-14-dev
 	libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev
 	libsodium-dev libjwt-dev liboath-dev libvips-dev
-	libcurl4-openssl-dev libcmocka-dev libqrencode-dev imagemagick
+	libcurl4-openssl-dev libcmocka-dev libqrencode-dev imagemagick sqlite3
 	libimage-exiftool-perl wrk
 )
 
