@@ -4,6 +4,7 @@
  */
 #include "api/api_faces.h"
 #include "api/api_input.h"
+#include "api/enroll.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -12,114 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Faces looked at in one enrollment photo; more is a crowd, not a
- * portrait. */
-#define ENROLL_MAX_FACES 20
-/* Similarity above which two photos of one person are near-identical. */
-#define NEAR_IDENTICAL 0.95f
-#define LIST_DEFAULT   50
-#define LIST_MAX       500
-
-static bool same_str(const char *a, const char *b)
-{
-        return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
-/* {box, quality_reasons} of every face found, for MULTIPLE_FACES. */
-static json_t *faces_summary(const struct face_list *list)
-{
-        json_t *arr = json_array();
-        for (int i = 0; i < list->count; i++) {
-                const struct face *f = &list->faces[i];
-                json_array_append_new(
-                        arr, json_pack("{s:o, s:o}", "box",
-                                       api_json_box(&f->box), "quality_reasons",
-                                       api_json_reasons(f->quality.reasons)));
-        }
-        return arr;
-}
-
-/*
- * Picks the face to enroll, or answers 422.  The face enrolled is the
- * largest one, and it must pass the quality gate; another face that
- * passes too makes the photo ambiguous (MULTIPLE_FACES), unless
- * face_selection=largest says which.  A smaller face that passes while
- * the largest fails is not taken: in a portrait it is a bystander or the
- * cut edge of one, not the person meant.
- */
-static const struct face *choose_face(struct http_request *req,
-                                      const struct face_list *list,
-                                      bool largest)
-{
-        const struct face *pick;
-        int passing = 0;
-
-        if (list->count == 0) {
-                http_reply_error(req, 422, "NO_FACE_DETECTED",
-                                 "No face was found in the image.", "image");
-                return NULL;
-        }
-        for (int i = 0; i < list->count; i++)
-                passing += list->faces[i].quality.reasons == 0;
-
-        /* Several good faces: the client must say which. */
-        if (!largest && passing > 1) {
-                http_reply_error_ex(
-                        req, 422, "MULTIPLE_FACES",
-                        "The image holds more than one face; send one face, or "
-                        "set face_selection=largest.",
-                        "image",
-                        json_pack("{s:o}", "faces", faces_summary(list)));
-                return NULL;
-        }
-        pick = &list->faces[0];
-        if (pick->quality.reasons) {
-                http_reply_error_ex(
-                        req, 422, "FACE_QUALITY_TOO_LOW",
-                        "The face is not good enough to enroll.", "image",
-                        json_pack("{s:o, s:o, s:f}", "reasons",
-                                  api_json_reasons(pick->quality.reasons),
-                                  "box", api_json_box(&pick->box), "quality",
-                                  (double)pick->quality.score));
-                return NULL;
-        }
-        return pick;
-}
-
-/*
- * The faces already enrolled that look like emb: those of another
- * external_id above the threshold (possible_duplicate_of), and those of
- * the same external_id that are near-identical photos.
- */
-static void find_duplicates(struct api *api, const char *coll, const float *emb,
-                            float threshold, const char *external_id,
-                            json_t *others, json_t *same)
-{
-        struct index_hit hits[10];
-        struct store_face f;
-
-        index_read_lock(api->index);
-        int n = api_search(api, coll, emb, 10, threshold, hits);
-        for (int i = 0; i < n; i++) {
-                if (store_face_get(api->store, coll, hits[i].face_id, &f) !=
-                    STORE_OK)
-                        continue;
-                float sim = face_similarity(emb, f.embedding);
-                json_t *item =
-                        json_pack("{s:s, s:s?, s:s, s:f}", "face_id", f.id,
-                                  "external_id", f.external_id, "name", f.name,
-                                  "similarity", (double)sim);
-                if (!same_str(f.external_id, external_id) ||
-                    (!external_id && !f.external_id))
-                        json_array_append_new(others, item);
-                else if (sim >= NEAR_IDENTICAL)
-                        json_array_append_new(same, item);
-                else
-                        json_decref(item);
-                store_face_clear(&f);
-        }
-        index_unlock(api->index);
-}
+#define LIST_DEFAULT 50
+#define LIST_MAX     500
 
 static void enroll(struct http_request *req, void *userdata)
 {
@@ -129,7 +24,6 @@ static void enroll(struct http_request *req, void *userdata)
         bool check_live;
         struct api_idem idem;
         const struct face_list *list;
-        struct store_face f = {0};
 
         /* The fields first: a bad one costs no engine time. */
         static const char *const known[] = {
@@ -152,74 +46,33 @@ static void enroll(struct http_request *req, void *userdata)
         if (!api_idem_begin(req, api, k->coll.id, &idem))
                 return;
 
-        /* The face: exactly one good one, alive when asked. */
-        unsigned want = FACE_WANT_EMBEDDING | FACE_WANT_QUALITY |
-                        (check_live ? FACE_WANT_LIVENESS : 0);
-        if (!api_analyze(req, api, "image", want, ENROLL_MAX_FACES, &list))
+        struct enroll_request rq = {
+                .key = k,
+                .request_id = http_request_id(req),
+                .name = name,
+                .external_id = ext,
+                .metadata = meta,
+                .largest = sel && strcmp(sel, "largest") == 0,
+                .check_liveness = check_live,
+        };
+        if (!api_analyze(req, api, "image", enroll_want(&rq), ENROLL_MAX_FACES,
+                         &list))
                 return;
-        const struct face *face =
-                choose_face(req, list, sel && strcmp(sel, "largest") == 0);
-        if (!face)
-                return;
-        float live_thr = face_engine_config(api->engine)->liveness_threshold;
-        if (check_live && !face->live) {
-                http_reply_error_ex(
-                        req, 422, "LIVENESS_CHECK_FAILED",
-                        "The face does not look like a live person.", "image",
-                        json_pack("{s:f, s:f}", "liveness_score",
-                                  (double)face->liveness, "threshold",
-                                  (double)live_thr));
-                return;
-        }
-
-        const unsigned char *orig = NULL;
-        size_t orig_len = 0;
         if (k->coll.keep_originals && /* kept for re-embedding later */
-            !api_input_image_bytes(req, "image", true, &orig, &orig_len))
+            !api_input_image_bytes(req, "image", true, &rq.original,
+                                   &rq.original_len))
                 return;
-
-        /* Who else it looks like, before it joins them. */
-        json_t *others = json_array(), *same = json_array();
-        find_duplicates(api, k->coll.id, face->embedding,
-                        k->coll.match_threshold, ext, others, same);
-
-        /* Commit and index in one step under the index's write lock. */
-        snprintf(f.collection_id, sizeof f.collection_id, "%s", k->coll.id);
-        f.name = (char *)name;
-        f.external_id = (char *)ext;
-        f.metadata = (char *)(meta ? meta : "{}");
-        memcpy(f.embedding, face->embedding, sizeof f.embedding);
-        f.box = face->box;
-        f.quality = face->quality.score;
-        index_write_lock(api->index);
-        enum store_status st =
-                store_face_insert(api->store, &f, orig, orig_len);
-        if (st == STORE_OK &&
-            index_add(api->index, f.collection_id, f.id, f.embedding) != 0) {
-                store_face_delete(api->store, f.collection_id, f.id);
-                st = STORE_ERROR;
-        }
-        index_unlock(api->index);
-        if (st != STORE_OK) {
-                json_decref(others);
-                json_decref(same);
-                api_reply_store(req, st);
+        struct enroll_refusal why;
+        json_t *data = enroll_face(api, &rq, list, &why);
+        if (!data) {
+                if (why.code)
+                        http_reply_error_ex(req, why.status, why.code,
+                                            why.message, why.param,
+                                            why.details);
+                else
+                        api_reply_store(req, why.store);
                 return;
         }
-        log_write(LOG_INFO, "api", http_request_id(req),
-                  "Enrolled face %s in collection %s.", f.id, f.collection_id);
-
-        /* The answer: the face, and what the client should know. */
-        json_t *data = api_json_face(&f);
-        json_object_set_new(data, "faces_detected", json_integer(list->found));
-        json_object_set_new(data, "possible_duplicate_of", others);
-        json_object_set_new(data, "near_identical_to", same);
-        if (check_live)
-                json_object_set_new(data, "liveness",
-                                    json_pack("{s:f, s:b, s:f}", "score",
-                                              (double)face->liveness, "live",
-                                              face->live, "threshold",
-                                              (double)live_thr));
         api_idem_reply(req, api, &idem, 201, data);
 }
 

@@ -17,10 +17,9 @@
 #include <unistd.h>
 
 #include "api/api_input.h"
+#include "api/enroll.h"
 #include "util/log.h"
 
-/* Faces looked at in one enrollment photo, as for single enrolls. */
-#define ENROLL_MAX_FACES 20
 /* Workers of one batch at most, the handler's own thread included. */
 #define MAX_WORKERS 4
 
@@ -191,20 +190,31 @@ static bool item_image_bytes(struct batch *b, json_t *in, size_t i,
         return false;
 }
 
-/* Decodes the item's image and runs the engine on it. */
-static bool item_analyze(struct batch *b, json_t *in, size_t i, unsigned want,
-                         int max_faces, struct face_list *list, json_t **err)
-{
+/* An item's image bytes: data points into the request or into owned. */
+struct item_bytes {
         const unsigned char *data;
         size_t len;
         unsigned char *owned;
+};
+
+/* Decodes the item's image and runs the engine on it.  With keep, the
+ * bytes stay readable there until the caller frees keep->owned. */
+static bool item_analyze(struct batch *b, json_t *in, size_t i, unsigned want,
+                         int max_faces, struct face_list *list,
+                         struct item_bytes *keep, json_t **err)
+{
+        struct item_bytes bytes;
         struct face_image img = {0};
 
-        if (!item_image_bytes(b, in, i, &data, &len, &owned, err))
+        if (!item_image_bytes(b, in, i, &bytes.data, &bytes.len, &bytes.owned,
+                              err))
                 return false;
         enum face_status st =
-                face_image_decode(data, len, &b->api->limits, &img);
-        free(owned);
+                face_image_decode(bytes.data, bytes.len, &b->api->limits, &img);
+        if (keep)
+                *keep = bytes;
+        else
+                free(bytes.owned);
         if (st == FACE_OK)
                 st = api_engine_run(b->api->engine, &img, want, max_faces,
                                     list);
@@ -217,82 +227,31 @@ static bool item_analyze(struct batch *b, json_t *in, size_t i, unsigned want,
 }
 
 /*
- * Enroll, one item: the rules of POST /faces.
+ * Enroll, one item: the rules of POST /faces (api/enroll.h).
  */
 
-/* Exactly one face passing the quality gate (or the largest when asked);
- * NULL with *err otherwise. */
-static const struct face *item_choose(const struct face_list *list,
-                                      bool largest, size_t i, json_t **err)
+/* The error result of a refused enroll. */
+static json_t *item_refusal(size_t i, struct enroll_refusal *why)
 {
-        const struct face *pick = NULL;
-        int passing = 0;
-        if (list->count == 0) {
-                *err = item_error(i, 422, "NO_FACE_DETECTED", "image",
-                                  "No face was found in the image.");
-                return NULL;
-        }
-        for (int k = 0; k < list->count; k++)
-                if (list->faces[k].quality.reasons == 0 && passing++ == 0)
-                        pick = &list->faces[k];
-        if (largest)
-                pick = &list->faces[0];
-        else if (passing > 1) {
-                *err = item_error(i, 422, "MULTIPLE_FACES", "image",
-                                  "The image holds %d faces; send one face, or "
-                                  "set face_selection=largest.",
-                                  passing);
-                return NULL;
-        }
-        if (!pick || pick->quality.reasons) {
-                const struct face *f = pick ? pick : &list->faces[0];
-                *err = item_error(i, 422, "FACE_QUALITY_TOO_LOW", "image",
-                                  "The face is not good enough to enroll.");
-                json_object_set_new(json_object_get(*err, "error"), "reasons",
-                                    api_json_reasons(f->quality.reasons));
-                return NULL;
-        }
-        return pick;
-}
-
-/* Faces of another person above the threshold: possible duplicates. */
-static json_t *item_duplicates(struct batch *b, const float *emb,
-                               const char *ext)
-{
-        struct index_hit hits[10];
-        struct store_face f;
-        struct api *api = b->api;
-        const char *coll = b->key->coll.id;
-        json_t *out = json_array();
-
-        index_read_lock(api->index);
-        int n = api_search(api, coll, emb, 10, b->key->coll.match_threshold,
-                           hits);
-        for (int k = 0; k < n; k++) {
-                if (store_face_get(api->store, coll, hits[k].face_id, &f) !=
-                    STORE_OK)
-                        continue;
-                bool same =
-                        ext && f.external_id && strcmp(ext, f.external_id) == 0;
-                if (!same)
-                        json_array_append_new(
-                                out,
-                                json_pack("{s:s, s:s?, s:s, s:f}", "face_id",
-                                          f.id, "external_id", f.external_id,
-                                          "name", f.name, "similarity",
-                                          (double)face_similarity(
-                                                  emb, f.embedding)));
-                store_face_clear(&f);
-        }
-        index_unlock(api->index);
-        return out;
+        if (!why->code)
+                return item_error(i, 500, "INTERNAL_ERROR", NULL,
+                                  "The face could not be stored.");
+        json_t *err = item_error(i, why->status, why->code, why->param, "%s",
+                                 why->message);
+        /* The standard members win, as in single answers. */
+        if (json_is_object(why->details))
+                json_object_update_missing(json_object_get(err, "error"),
+                                           why->details);
+        json_decref(why->details);
+        return err;
 }
 
 static void enroll_item(struct batch *b, struct item *it, size_t i)
 {
         const char *name, *ext, *sel;
-        json_t *err = NULL, *meta;
+        json_t *err = NULL, *meta, *live;
         struct face_list list = {0};
+        struct item_bytes bytes = {0};
         char *meta_text = NULL;
 
         /* The fields first: a bad one costs no engine time. */
@@ -311,6 +270,12 @@ static void enroll_item(struct batch *b, struct item *it, size_t i)
                                  "face_selection must be single or largest.");
                 goto out;
         }
+        live = json_object_get(it->in, "check_liveness");
+        if (live && !json_is_null(live) && !json_is_boolean(live)) {
+                err = item_error(i, 400, "INVALID_PARAMETER", "check_liveness",
+                                 "check_liveness must be true or false.");
+                goto out;
+        }
         meta = json_object_get(it->in, "metadata");
         if (meta && !json_is_null(meta) && !json_is_object(meta)) {
                 err = item_error(i, 400, "INVALID_PARAMETER", "metadata",
@@ -326,50 +291,33 @@ static void enroll_item(struct batch *b, struct item *it, size_t i)
                 goto out;
         }
 
-        /* The face. */
-        if (!item_analyze(b, it->in, i, FACE_WANT_EMBEDDING | FACE_WANT_QUALITY,
-                          ENROLL_MAX_FACES, &list, &err))
+        struct enroll_request rq = {
+                .key = b->key,
+                .request_id = http_request_id(b->req),
+                .name = name,
+                .external_id = ext,
+                .metadata = meta_text,
+                .largest = sel && strcmp(sel, "largest") == 0,
+                .check_liveness = json_is_true(live),
+        };
+        if (!item_analyze(b, it->in, i, enroll_want(&rq), ENROLL_MAX_FACES,
+                          &list, &bytes, &err))
                 goto out;
-        const struct face *face =
-                item_choose(&list, sel && strcmp(sel, "largest") == 0, i, &err);
-        if (!face)
-                goto out;
-        json_t *dups = item_duplicates(b, face->embedding, ext);
-
-        /* Commit and index in one step, as single enrolls do. */
-        struct store_face f = {0};
-        struct api *api = b->api;
-        snprintf(f.collection_id, sizeof f.collection_id, "%s",
-                 b->key->coll.id);
-        f.name = (char *)name;
-        f.external_id = (char *)ext;
-        f.metadata = meta_text;
-        memcpy(f.embedding, face->embedding, sizeof f.embedding);
-        f.box = face->box;
-        f.quality = face->quality.score;
-        index_write_lock(api->index);
-        enum store_status st = store_face_insert(api->store, &f, NULL, 0);
-        if (st == STORE_OK &&
-            index_add(api->index, f.collection_id, f.id, f.embedding) != 0) {
-                store_face_delete(api->store, f.collection_id, f.id);
-                st = STORE_ERROR;
-        }
-        index_unlock(api->index);
-        if (st != STORE_OK) {
-                json_decref(dups);
-                err = item_error(i, 500, "INTERNAL_ERROR", NULL,
-                                 "The face could not be stored.");
+        rq.original = bytes.data;
+        rq.original_len = bytes.len;
+        struct enroll_refusal why;
+        json_t *data = enroll_face(b->api, &rq, &list, &why);
+        if (!data) {
+                err = item_refusal(i, &why);
                 goto out;
         }
-        json_t *data = api_json_face(&f);
-        json_object_set_new(data, "faces_detected", json_integer(list.found));
-        json_object_set_new(data, "possible_duplicate_of", dups);
         it->result = json_pack("{s:I, s:b, s:i, s:o}", "index", (json_int_t)i,
                                "success", 1, "status", 201, "face", data);
 out:
         if (err)
                 it->result = err;
         face_list_free(&list);
+        free(bytes.owned);
         free(meta_text);
 }
 
@@ -439,7 +387,7 @@ static void identify_item(struct batch *b, struct item *it, size_t i)
                 return;
         }
         if (!item_analyze(b, it->in, i, FACE_WANT_EMBEDDING, (int)b->max_faces,
-                          &list, &err)) {
+                          &list, NULL, &err)) {
                 it->result = err;
                 return;
         }

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  client, faceFixtures, newTenant, part, startServer, tempDir,
+  admin, client, faceFixtures, newTenant, part, startServer, tempDir,
 } from './lib/faceenv.mjs';
 
 let dataDir;
@@ -104,6 +104,87 @@ test('a batch mixing good and bad images: one result per item, in order',
     const one = await call('GET', `/api/v1/faces/${d.results[4].face.id}`);
     assert.equal(one.body.data.name, 'Bob');
   });
+
+test('batch items follow the rules of a single enroll', async () => {
+  // The same photo enrolled singly and in a batch is refused alike,
+  // with the same details.
+  const single = await call('POST', '/api/v1/faces',
+    { json: { image: b64(group), name: 'Crowd' } });
+  assert.equal(single.status, 422, single.text);
+  const r = await call('POST', '/api/v1/faces/batch', { json: { items: [
+    { image: b64(group), name: 'Crowd' },
+    { image: b64(good[3].file), name: 'x', check_liveness: 'maybe' },
+  ] } });
+  assert.equal(r.status, 200, r.text);
+  const [crowd, maybe] = r.body.data.results;
+  assert.equal(crowd.status, 422);
+  assert.equal(crowd.error.code, single.body.error.code);
+  assert.equal(crowd.error.param, 'image');
+  for (const k of ['faces', 'reasons', 'box']) {
+    assert.deepEqual(crowd.error[k], single.body.error[k], k);
+  }
+  assert.equal(maybe.status, 400);
+  assert.equal(maybe.error.code, 'INVALID_PARAMETER');
+  assert.equal(maybe.error.param, 'check_liveness');
+
+  // check_liveness: the verdict of POST /liveness decides the outcome.
+  const probe = await call('POST', '/api/v1/liveness',
+    { json: { image: b64(good[3].file) } });
+  assert.equal(probe.status, 200, probe.text);
+  const verdict = probe.body.data.faces[0];
+  const lr = await call('POST', '/api/v1/faces/batch', { json: { items: [
+    { image: b64(good[3].file), name: 'Live', external_id: 'ext-live',
+      check_liveness: true },
+    { image: b64(good[3].file), name: 'Unchecked', external_id: 'ext-live' },
+    { image: b64(good[3].file), name: 'Again', external_id: 'ext-live' },
+  ] } });
+  assert.equal(lr.status, 200, lr.text);
+  const [checked, plain, again] = lr.body.data.results;
+  if (verdict.live) {
+    assert.equal(checked.status, 201, JSON.stringify(checked));
+    assert.equal(checked.face.liveness.live, true);
+    assert.ok(Math.abs(checked.face.liveness.score -
+      verdict.liveness_score) < 1e-4);
+  } else {
+    assert.equal(checked.status, 422, JSON.stringify(checked));
+    assert.equal(checked.error.code, 'LIVENESS_CHECK_FAILED');
+    assert.ok(checked.error.liveness_score < checked.error.threshold);
+  }
+  assert.equal(plain.status, 201);
+  assert.equal(plain.face.liveness, undefined);
+  // The same photo twice under one external_id: near-identical, not a
+  // possible duplicate of someone else.
+  assert.equal(again.status, 201);
+  const twins = [plain, checked].filter((x) => x.success)
+    .map((x) => x.face.id);
+  const ordered = lr.body.data.results.filter((x) => x.success);
+  assert.equal(ordered.length, twins.length + 1);
+  const seen = again.face.near_identical_to.map((d) => d.face_id);
+  // Items run in parallel: the third item saw those committed before it.
+  for (const id of seen) assert.ok(twins.includes(id), id);
+  assert.deepEqual(again.face.possible_duplicate_of, []);
+  const ids = ordered.map((x) => x.face.id);
+  const del = await call('POST', '/api/v1/faces/batch-delete',
+    { json: { ids } });
+  assert.equal(del.status, 200, del.text);
+});
+
+test('a batch keeps original photos when the collection asks', async () => {
+  const keep = admin(dataDir, 'collections', 'create', 'Batch keeps',
+    '--keep-originals');
+  const kcall = client(srv.base, admin(dataDir, 'keys', 'create',
+    '--collection', keep.id, '--rpm', '100000').key);
+  const r = await kcall('POST', '/api/v1/faces/batch', { json: { items: [
+    { image: b64(good[0].file), name: 'Kept' },
+  ] } });
+  assert.equal(r.body.data.results[0].status, 201, r.text);
+  const id = r.body.data.results[0].face.id;
+  const db = path.join(dataDir, 'frapi.db');
+  const len = execFileSync('sqlite3', [db,
+    `SELECT length(bytes) FROM originals WHERE face_id = '${id}'`])
+    .toString().trim();
+  assert.equal(len, String(fs.statSync(good[0].file).size));
+});
 
 test('a multipart batch: an items part naming file parts', async () => {
   const r = await call('POST', '/api/v1/faces/batch', {
