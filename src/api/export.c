@@ -150,18 +150,23 @@ struct stream {
 };
 
 /* Appends s as one CSV field (RFC 4180: quoted when it holds a comma, a
- * quote or a line break; quotes doubled). */
-static void csv_field(FILE *out, const char *s, bool first)
+ * quote or a line break; quotes doubled).  A customer's text (guard) that
+ * starts like a spreadsheet formula gets a leading apostrophe, so that a
+ * spreadsheet program opening the file shows it instead of running it. */
+static void csv_field(FILE *out, const char *s, bool first, bool guard)
 {
         if (!first)
                 fputc(',', out);
         if (!s)
                 return;
-        if (!strpbrk(s, ",\"\r\n")) {
+        bool formula = guard && *s && strchr("=+-@\t\r", *s);
+        if (!formula && !strpbrk(s, ",\"\r\n")) {
                 fputs(s, out);
                 return;
         }
         fputc('"', out);
+        if (formula)
+                fputc('\'', out);
         for (; *s; s++) {
                 if (*s == '"')
                         fputc('"', out);
@@ -184,22 +189,22 @@ static char *csv_line(const struct store_face *f, enum export_embedding e)
                 return NULL;
         json_t *created = api_json_time(f->created_ms);
         json_t *updated = api_json_time(f->updated_ms);
-        csv_field(out, f->id, true);
-        csv_field(out, f->external_id, false);
-        csv_field(out, f->name, false);
-        csv_field(out, f->metadata ? f->metadata : "{}", false);
-        csv_field(out, f->model_version, false);
+        csv_field(out, f->id, true, false);
+        csv_field(out, f->external_id, false, true);
+        csv_field(out, f->name, false, true);
+        csv_field(out, f->metadata ? f->metadata : "{}", false, false);
+        csv_field(out, f->model_version, false, false);
         fprintf(out, ",%.1f,%.1f,%.1f,%.1f,%.3f", (double)f->box.x1,
                 (double)f->box.y1, (double)(f->box.x2 - f->box.x1),
                 (double)(f->box.y2 - f->box.y1), (double)f->quality);
-        csv_field(out, json_string_value(created), false);
-        csv_field(out, json_string_value(updated), false);
+        csv_field(out, json_string_value(created), false, false);
+        csv_field(out, json_string_value(updated), false, false);
         json_decref(created);
         json_decref(updated);
         if (e != EXPORT_EMB_NONE) {
                 char b64[EXPORT_EMB_B64_LEN];
                 export_embedding_base64(f->embedding, b64);
-                csv_field(out, b64, false);
+                csv_field(out, b64, false, false);
         }
         fputs("\r\n", out);
         if (fclose(out) != 0) {

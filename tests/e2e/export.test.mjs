@@ -154,6 +154,37 @@ test('CSV export: a header and one record per face', async () => {
   }
 });
 
+test('CSV export: names that start like formulas cannot run', async () => {
+  const t = newTenant(dataDir, 'formulas');
+  const call = client(srv.base, t.key);
+  const names = ['=HYPERLINK("http://x","y")', '+1', '-2', '@SUM(A1)',
+    'Plain', 'Dash-in-the-middle'];
+  const lines = names.map((name, i) => JSON.stringify({ name,
+    external_id: i === 0 ? '=cmd|x' : `p${i}`, model_version: MODEL,
+    embedding: randomEmbedding(100 + i) }));
+  const imp = await call('POST', '/api/v1/faces/import',
+    { raw: lines.join('\n') });
+  assert.equal(imp.body.data.imported, names.length, imp.text);
+  const res = await fetch(`${srv.base}/api/v1/faces/export?format=csv`,
+    { headers: { 'X-API-Key': t.key } });
+  const rows = (await res.text()).trimEnd().split('\r\n').slice(1);
+  // The raw external_id and name fields of each record, by external_id.
+  const raw = new Map(rows.map((r) => r.match(
+    /^face_\w+,([^,"]*|"[^"]*(?:""[^"]*)*"),([^,"]*|"[^"]*(?:""[^"]*)*"),/)
+    .slice(1, 3)));
+  assert.equal(raw.size, names.length);
+  assert.equal(raw.get('"\'=cmd|x"'), '"\'=HYPERLINK(""http://x"",""y"")"');
+  const want = ['"\'+1"', '"\'-2"', '"\'@SUM(A1)"', 'Plain',
+    'Dash-in-the-middle'];
+  want.forEach((w, i) => assert.equal(raw.get(`p${i + 1}`), w, names[i + 1]));
+  // NDJSON keeps the text exactly as stored.
+  const nd = await fetch(`${srv.base}/api/v1/faces/export`,
+    { headers: { 'X-API-Key': t.key } });
+  const stored = (await nd.text()).trim().split('\n')
+    .map((l) => JSON.parse(l).name);
+  assert.deepEqual(stored.sort(), [...names].sort());
+});
+
 test('import reports bad lines one by one and keeps the good ones',
   async () => {
     const t = newTenant(dataDir, 'lines');
