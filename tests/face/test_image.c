@@ -637,7 +637,7 @@ static void test_cmyk_jpeg(void **state)
         g_object_unref(cmyk);
 }
 
-/* A wide-gamut profile shipped with Debian's Ghostscript data. */
+/* A wide-gamut profile from Debian's libgs-common (installed by setup). */
 #define WIDE_PROFILE "/usr/share/color/icc/ghostscript/rommrgb.icc"
 
 static void test_icc_profile_applied(void **state)
