@@ -168,18 +168,22 @@ json_t *api_json_time(int64_t ms)
         return json_string(buf);
 }
 
+double api_json_score(float v)
+{
+        return round((double)v * 1000.0) / 1000.0;
+}
+
 json_t *api_json_face(const struct store_face *f)
 {
         json_t *meta = json_loads(f->metadata, 0, NULL);
-        return json_pack("{s:s, s:s, s:s?, s:s, s:o, s:o, s:f, s:s, s:o, s:o}",
-                         "id", f->id, "collection_id", f->collection_id,
-                         "external_id", f->external_id, "name", f->name,
-                         "metadata", meta ? meta : json_object(), "box",
-                         api_json_box(&f->box), "quality",
-                         (double)(long)(f->quality * 1000.0f + 0.5f) / 1000.0,
-                         "model_version", f->model_version, "created_at",
-                         api_json_time(f->created_ms), "updated_at",
-                         api_json_time(f->updated_ms));
+        return json_pack(
+                "{s:s, s:s, s:s?, s:s, s:o, s:o, s:f, s:s, s:o, s:o}", "id",
+                f->id, "collection_id", f->collection_id, "external_id",
+                f->external_id, "name", f->name, "metadata",
+                meta ? meta : json_object(), "box", api_json_box(&f->box),
+                "quality", api_json_score(f->quality), "model_version",
+                f->model_version, "created_at", api_json_time(f->created_ms),
+                "updated_at", api_json_time(f->updated_ms));
 }
 
 json_t *api_json_reasons(unsigned reasons)

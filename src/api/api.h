@@ -67,6 +67,10 @@ json_t *api_json_box(const struct face_box *b);
 /* An RFC 3339 UTC time with milliseconds. */
 json_t *api_json_time(int64_t ms);
 
+/* A score, similarity or quality in answers: three decimals, so that
+ * every route prints the same value for the same number. */
+double api_json_score(float v);
+
 /* The public view of a stored face (no embedding). */
 json_t *api_json_face(const struct store_face *f);
 

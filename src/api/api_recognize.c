@@ -12,11 +12,6 @@
 /* Faces one image of verify looks at; the largest is compared. */
 #define VERIFY_MAX_FACES 20
 
-static double round3(float v)
-{
-        return round((double)v * 1000.0) / 1000.0;
-}
-
 /* The threshold of this request: the field, or the collection's. */
 static bool threshold(struct http_request *req, const struct keyauth_key *k,
                       double *out)
@@ -154,9 +149,9 @@ static void verify(struct http_request *req, void *userdata)
         }
         http_reply_data(req, 200,
                         json_pack("{s:f, s:b, s:f, s:o, s:o}", "similarity",
-                                  round3(sim), "match", sim >= (float)thr,
-                                  "threshold", thr, "face_a", verify_side(a),
-                                  "face_b", side_b));
+                                  api_json_score(sim), "match",
+                                  sim >= (float)thr, "threshold", thr, "face_a",
+                                  verify_side(a), "face_b", side_b));
 }
 
 /* One candidate of an identify, with its exact similarity. */
@@ -205,7 +200,7 @@ static json_t *candidates(struct api *api, const char *coll, const float *emb,
                                                   "face_id", f->id,
                                                   "external_id", f->external_id,
                                                   "name", f->name, "similarity",
-                                                  round3(c[i].sim)));
+                                                  api_json_score(c[i].sim)));
                         continue;
                 }
                 json_t *g = NULL;
@@ -221,7 +216,7 @@ static json_t *candidates(struct api *api, const char *coll, const float *emb,
                 if (!g && (int)json_array_size(out) < top_k) {
                         g = json_pack("{s:s?, s:s, s:f, s:[]}", "external_id",
                                       f->external_id, "name", f->name,
-                                      "similarity", round3(c[i].sim),
+                                      "similarity", api_json_score(c[i].sim),
                                       "face_ids");
                         json_array_append_new(out, g);
                 }
@@ -266,11 +261,12 @@ static void identify(struct http_request *req, void *userdata)
                 const struct face *f = &list->faces[i];
                 json_t *cands = candidates(api, k->coll.id, f->embedding,
                                            (int)top_k, (float)thr, group);
-                json_array_append_new(faces, json_pack("{s:o, s:f, s:o}", "box",
-                                                       api_json_box(&f->box),
-                                                       "detection_score",
-                                                       round3(f->box.score),
-                                                       "candidates", cands));
+                json_array_append_new(faces,
+                                      json_pack("{s:o, s:f, s:o}", "box",
+                                                api_json_box(&f->box),
+                                                "detection_score",
+                                                api_json_score(f->box.score),
+                                                "candidates", cands));
         }
         http_reply_data(req, 200,
                         json_pack("{s:o, s:i, s:f, s:s}", "faces", faces,
@@ -294,10 +290,11 @@ static void liveness(struct http_request *req, void *userdata)
         for (int i = 0; i < list->count; i++) {
                 const struct face *f = &list->faces[i];
                 json_array_append_new(
-                        faces, json_pack("{s:o, s:f, s:b, s:f}", "box",
-                                         api_json_box(&f->box),
-                                         "liveness_score", round3(f->liveness),
-                                         "live", f->live, "threshold", thr));
+                        faces,
+                        json_pack("{s:o, s:f, s:b, s:f}", "box",
+                                  api_json_box(&f->box), "liveness_score",
+                                  api_json_score(f->liveness), "live", f->live,
+                                  "threshold", thr));
         }
         http_reply_data(req, 200,
                         json_pack("{s:o, s:i, s:f}", "faces", faces,
@@ -323,14 +320,16 @@ static json_t *detect_face(const struct face *f)
                 "{s:o, s:f, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:o, "
                 "s:b}, s:{s:f, s:s, s:s, s:b, s:b}}",
                 "box", api_json_box(&f->box), "detection_score",
-                round3(f->box.score), "landmarks",
+                api_json_score(f->box.score), "landmarks",
                 points(f->landmarks, FACE_LANDMARKS), "points5",
-                points(f->points5, 5), "quality", "score", round3(q->score),
-                "size", round3(q->size), "sharpness", round3(q->sharpness),
-                "yaw", round3(q->yaw), "pitch", round3(q->pitch), "roll",
-                round3(q->roll), "reasons", api_json_reasons(q->reasons),
-                "passes", q->reasons == 0, "attributes", "age", round3(a->age),
-                "gender", a->gender ? a->gender : "unknown", "expression",
+                points(f->points5, 5), "quality", "score",
+                api_json_score(q->score), "size", api_json_score(q->size),
+                "sharpness", api_json_score(q->sharpness), "yaw",
+                api_json_score(q->yaw), "pitch", api_json_score(q->pitch),
+                "roll", api_json_score(q->roll), "reasons",
+                api_json_reasons(q->reasons), "passes", q->reasons == 0,
+                "attributes", "age", api_json_score(a->age), "gender",
+                a->gender ? a->gender : "unknown", "expression",
                 a->expression ? a->expression : "unknown", "left_eye_open",
                 a->left_eye_open, "right_eye_open", a->right_eye_open);
 }

@@ -367,9 +367,7 @@ static json_t *candidates(struct batch *b, const float *emb)
                                 json_pack("{s:s, s:s?, s:s, s:f}", "face_id",
                                           f->id, "external_id", f->external_id,
                                           "name", f->name, "similarity",
-                                          (double)(long)(c[k].sim * 1000.0f +
-                                                         0.5f) /
-                                                  1000.0));
+                                          api_json_score(c[k].sim)));
                 store_face_clear(&c[k].face);
         }
         free(c);
@@ -396,12 +394,10 @@ static void identify_item(struct batch *b, struct item *it, size_t i)
                 const struct face *f = &list.faces[k];
                 json_array_append_new(
                         faces,
-                        json_pack(
-                                "{s:o, s:f, s:o}", "box", api_json_box(&f->box),
-                                "detection_score",
-                                (double)(long)(f->box.score * 1000.0f + 0.5f) /
-                                        1000.0,
-                                "candidates", candidates(b, f->embedding)));
+                        json_pack("{s:o, s:f, s:o}", "box",
+                                  api_json_box(&f->box), "detection_score",
+                                  api_json_score(f->box.score), "candidates",
+                                  candidates(b, f->embedding)));
         }
         it->result = json_pack("{s:I, s:b, s:i, s:o, s:i}", "index",
                                (json_int_t)i, "success", 1, "status", 200,

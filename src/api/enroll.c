@@ -136,7 +136,7 @@ json_t *enroll_face(struct api *api, const struct enroll_request *req,
                 refuse(why, "LIVENESS_CHECK_FAILED",
                        "The face does not look like a live person.",
                        json_pack("{s:f, s:f}", "liveness_score",
-                                 (double)face->liveness, "threshold",
+                                 api_json_score(face->liveness), "threshold",
                                  (double)live_thr));
                 return NULL;
         }
@@ -182,8 +182,8 @@ json_t *enroll_face(struct api *api, const struct enroll_request *req,
         if (req->check_liveness)
                 json_object_set_new(data, "liveness",
                                     json_pack("{s:f, s:b, s:f}", "score",
-                                              (double)face->liveness, "live",
-                                              face->live, "threshold",
+                                              api_json_score(face->liveness),
+                                              "live", face->live, "threshold",
                                               (double)live_thr));
         return data;
 }
