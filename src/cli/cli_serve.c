@@ -73,6 +73,7 @@ static int service_open(struct service *svc)
         face_engine_config_default(&ecfg);
         ecfg.model_dir = svc->cfg.model_dir;
         ecfg.threads = svc->cfg.threads;
+        ecfg.min_face = svc->cfg.min_face;
         ecfg.limits.max_bytes = svc->cfg.max_image_bytes;
         ecfg.limits.max_pixels = svc->cfg.max_pixels;
         if (face_engine_new(&ecfg, &svc->engine, err, sizeof err) != FACE_OK) {

@@ -51,6 +51,8 @@ static const struct setting settings[] = {
         {"log_level", T_LEVEL, offsetof(struct config, log_level), 16, 0, 0,
          false, "lowest event log level: debug, info, warn, error"},
         NUM(threads, T_INT, 1, 256, "inference threads per model run"),
+        NUM(min_face, T_INT, 20, 20000,
+            "smallest face side in pixels the engine reports"),
         NUM(http_threads, T_INT, 1, 1024, "server threads"),
         NUM(max_body_bytes, T_SIZE, 1024, 1LL << 32, "request body limit"),
         NUM(max_batch_body_bytes, T_SIZE, 1024, 1LL << 34,
@@ -93,6 +95,7 @@ void config_default(struct config *cfg)
         strcpy(cfg->access_log, "-");
         strcpy(cfg->log_level, "info");
         cfg->threads = 1;
+        cfg->min_face = 20;
         cfg->http_threads = 8;
         cfg->max_body_bytes = 16u << 20;
         cfg->max_batch_body_bytes = 128u << 20;

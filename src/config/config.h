@@ -32,6 +32,7 @@ struct config {
 
         /* Threads and limits. */
         int threads;                     /* inference threads per model run */
+        int min_face;                    /* smallest face side, pixels */
         int http_threads;                /* server pool threads */
         size_t max_body_bytes;           /* request body limit */
         size_t max_batch_body_bytes;     /* body limit of batch and import */

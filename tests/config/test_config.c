@@ -64,6 +64,7 @@ static void test_defaults(void **state)
         assert_int_equal(c.max_concurrent_recognitions, 2);
         assert_int_equal(c.max_image_bytes, 10u << 20);
         assert_true(c.smtp_starttls);
+        assert_int_equal(c.min_face, 20);
 
         /* The server settings follow. */
         struct http_config h;
@@ -120,6 +121,8 @@ static void test_bad_values(void **state)
                 {"http_threads", "0"},
                 {"http_threads", "four"},
                 {"http_threads", "4 "},
+                {"min_face", "19"},
+                {"min_face", "20001"},
                 {"max_body_bytes", "-5"},
                 {"max_body_bytes", "12Q"},
                 {"max_body_bytes", "99999999999G"},
@@ -152,12 +155,22 @@ static void test_bad_values(void **state)
                 config_set(&c, "smtp_starttls", "off", "t", err, sizeof err),
                 0);
         assert_false(c.smtp_starttls);
+        assert_int_equal(
+                config_set(&c, "min_face", "120", "t", err, sizeof err), 0);
+        assert_int_equal(c.min_face, 120);
 
         /* From the environment, the variable is named. */
         setenv("FRAPI_MAX_BODY_BYTES", "lots", 1);
         assert_int_equal(config_load(&c, 0, NULL, err, sizeof err), -1);
         assert_non_null(strstr(err, "FRAPI_MAX_BODY_BYTES"));
         unsetenv("FRAPI_MAX_BODY_BYTES");
+        setenv("FRAPI_MIN_FACE", "10", 1);
+        assert_int_equal(config_load(&c, 0, NULL, err, sizeof err), -1);
+        assert_non_null(strstr(err, "FRAPI_MIN_FACE"));
+        unsetenv("FRAPI_MIN_FACE");
+        char *min_face[] = {"--min-face", "64"};
+        assert_int_equal(config_load(&c, 2, min_face, err, sizeof err), 0);
+        assert_int_equal(c.min_face, 64);
 }
 
 /* Unknown names, missing values and broken files are refused. */
