@@ -97,18 +97,21 @@ out:
         return rc;
 }
 
-int keyguard_new(struct store *s, const char *trusted_csv, int flush_ms,
-                 struct keyguard **out, char *err, size_t errlen)
+int keyguard_new_with(struct store *s, struct ratelimit *limiter,
+                      const char *trusted_csv, int flush_ms,
+                      struct keyguard **out, char *err, size_t errlen)
 {
         assert(s && out && flush_ms > 0);
         char why[200];
         *out = NULL;
         struct keyguard *g = calloc(1, sizeof *g);
         if (!g) {
+                ratelimit_free(limiter);
                 snprintf(err, errlen, "out of memory");
                 return -1;
         }
         g->store = s;
+        g->limiter = limiter;
 
         /* A bad proxy list is a configuration error: refuse to start rather
          * than trust the wrong peers. */
@@ -120,7 +123,6 @@ int keyguard_new(struct store *s, const char *trusted_csv, int flush_ms,
                 snprintf(err, errlen, "the table of key use cannot be created");
                 goto fail;
         }
-        g->limiter = ratelimit_memory_new();
         g->use = keyuse_new(write_uses, s, flush_ms);
         if (!g->limiter || !g->use) {
                 snprintf(err, errlen, "out of memory");
@@ -131,6 +133,13 @@ int keyguard_new(struct store *s, const char *trusted_csv, int flush_ms,
 fail:
         keyguard_free(g);
         return -1;
+}
+
+int keyguard_new(struct store *s, const char *trusted_csv, int flush_ms,
+                 struct keyguard **out, char *err, size_t errlen)
+{
+        return keyguard_new_with(s, ratelimit_memory_new(), trusted_csv,
+                                 flush_ms, out, err, errlen);
 }
 
 void keyguard_free(struct keyguard *g)
@@ -181,6 +190,33 @@ static void limit_headers(struct http_request *req,
         http_reply_header(req, "X-RateLimit-Remaining", v);
         snprintf(v, sizeof v, "%" PRId64, r->reset);
         http_reply_header(req, "X-RateLimit-Reset", v);
+}
+
+/*
+ * Answers 429 for a request over its key's limit, in exactly the form the
+ * public documentation shows: Retry-After, and an error object of code
+ * and message only (no param, no request_id; the X-Request-Id header
+ * still names the request), so clients written against that page parse
+ * it as they expect.
+ */
+static void refuse_over_limit(struct http_request *req,
+                              const struct store_apikey *key,
+                              const struct ratelimit_result *r)
+{
+        char after[16], message[80];
+        snprintf(after, sizeof after, "%" PRIu32, r->retry_after);
+        snprintf(message, sizeof message,
+                 "Rate limit exceeded. Try again in %" PRIu32 " seconds.",
+                 r->retry_after);
+        http_reply_header(req, "Retry-After", after);
+        http_reply_json(req, 429,
+                        json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error",
+                                  "code", "RATE_LIMIT_EXCEEDED", "message",
+                                  message));
+        log_write(LOG_DEBUG, "keys", http_request_id(req),
+                  "Refused API key %s: over its %" PRIu32
+                  " requests per minute.",
+                  key->id, r->limit);
 }
 
 bool keyguard_admit(struct keyguard *g, struct http_request *req,
@@ -249,13 +285,7 @@ bool keyguard_admit(struct keyguard *g, struct http_request *req,
         }
         limit_headers(req, &r);
         if (!r.allowed) {
-                char v[16];
-                snprintf(v, sizeof v, "%" PRIu32, r.retry_after);
-                http_reply_header(req, "Retry-After", v);
-                http_reply_errorf(req, 429, "RATE_LIMIT_EXCEEDED", NULL,
-                                  "Rate limit exceeded. Try again in %" PRIu32
-                                  " seconds.",
-                                  r.retry_after);
+                refuse_over_limit(req, key, &r);
                 goto done;
         }
 

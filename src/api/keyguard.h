@@ -31,14 +31,22 @@
 #define KEYGUARD_FLUSH_MS 10000
 
 struct keyguard;
+struct ratelimit;
 
 /*
- * Makes the guard of a server: an in-memory rate limiter, the trusted
- * proxies parsed from trusted_csv (comma-separated addresses and CIDR
- * ranges; NULL or "" for none) and last-use tracking written to store s
- * every flush_ms (> 0).  Returns 0, or -1 with a message naming the bad
- * setting in err.
+ * Makes the guard of a server: the rate limiter limiter (any
+ * implementation of struct ratelimit_ops; the guard owns it from now on,
+ * also when this fails, and NULL fails as out of memory so that
+ * ratelimit_memory_new() can be passed straight in), the trusted proxies
+ * parsed from trusted_csv (comma-separated addresses and CIDR ranges; NULL
+ * or "" for none) and last-use tracking written to store s every flush_ms
+ * (> 0).  Returns 0, or -1 with a message naming the bad setting in err.
  */
+int keyguard_new_with(struct store *s, struct ratelimit *limiter,
+                      const char *trusted_csv, int flush_ms,
+                      struct keyguard **out, char *err, size_t errlen);
+
+/* keyguard_new_with() on a new in-memory rate limiter of its own. */
 int keyguard_new(struct store *s, const char *trusted_csv, int flush_ms,
                  struct keyguard **out, char *err, size_t errlen);
 

@@ -12,6 +12,7 @@
 #include "api/keyguard.h"
 #include "auth/apikey.h"
 #include "auth/auth.h"
+#include "auth/ratelimit.h"
 #include "cli/cli.h"
 #include "config/config.h"
 #include "face/face.h"
@@ -87,11 +88,12 @@ static int service_open(struct service *svc)
         }
         svc->api_ready = true;
 
-        /* API keys in force: allowlists, rate limits, last use. */
+        /* API keys in force: allowlists, rate limits, last use.  One node
+         * counts requests in its own memory. */
         svc->api.max_batch_body = svc->cfg.max_batch_body_bytes;
-        if (keyguard_new(svc->store, svc->cfg.trusted_proxies,
-                         KEYGUARD_FLUSH_MS, &svc->guard, err,
-                         sizeof err) != 0 ||
+        if (keyguard_new_with(svc->store, ratelimit_memory_new(),
+                              svc->cfg.trusted_proxies, KEYGUARD_FLUSH_MS,
+                              &svc->guard, err, sizeof err) != 0 ||
             keyauth_add_check(svc->api.keyauth, keyguard_check, svc->guard)) {
                 log_error("serve", "API keys cannot be enforced: %s.", err);
                 goto out;

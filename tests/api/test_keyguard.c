@@ -3,8 +3,9 @@
  * an ephemeral loopback port whose before-body hook runs keyguard_admit()
  * on a key held by the test.  Case S3 (forwarded headers from an untrusted
  * peer), trusted proxy chains, the exact 429 answer and its headers, case
- * S5 (exactly N of 10 x N concurrent requests), revocation, and the last
- * use written to a real store.
+ * S5 (exactly N of 10 x N concurrent requests), a rate limiter of the
+ * test's own plugged in behind struct ratelimit_ops, revocation, and the
+ * last use written to a real store.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,12 +17,14 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "api/keyguard.h"
 #include "auth/apikey.h"
+#include "auth/ratelimit.h"
 #include "http/http.h"
 #include "store/store_sqlite.h"
 
@@ -30,6 +33,7 @@ static struct store *store;
 static struct http_server *srv;
 static struct keyguard *plain;   /* no trusted proxies */
 static struct keyguard *proxied; /* 127.0.0.1 is a trusted proxy */
+static struct keyguard *plugged; /* on the scripted limiter below */
 static char base[64];
 
 /* The hook's userdata points at a guard pointer, so a test may replace
@@ -131,6 +135,48 @@ static struct answer get(const char *path, const char *h1, const char *h2)
         return a;
 }
 
+/*
+ * A limiter of the test's own behind struct ratelimit_ops, as a shared
+ * store for several nodes would be: it counts its calls, remembers the key
+ * asked about, and gives the verdict the test set (0 let through, 1
+ * refuse with retry_after, -1 the state cannot be reached).
+ */
+struct scripted {
+        struct ratelimit head;
+        atomic_int calls;
+        atomic_int verdict;
+        atomic_bool freed;
+        char last_key[STORE_ID_MAX];
+};
+
+static int scripted_consume(struct ratelimit *rl, const char *k, uint32_t limit,
+                            int64_t now_ms, struct ratelimit_result *out)
+{
+        struct scripted *s = (struct scripted *)rl;
+        atomic_fetch_add(&s->calls, 1);
+        snprintf(s->last_key, sizeof s->last_key, "%s", k);
+        int v = atomic_load(&s->verdict);
+        if (v < 0)
+                return -1;
+        out->allowed = v == 0;
+        out->limit = limit;
+        out->remaining = v == 0 ? 77 : 0;
+        out->reset = now_ms / 1000 + 30;
+        out->retry_after = v == 0 ? 0 : 7;
+        return 0;
+}
+
+static void scripted_free(struct ratelimit *rl)
+{
+        atomic_store(&((struct scripted *)rl)->freed, true);
+}
+
+static const struct ratelimit_ops scripted_ops = {
+        .consume = scripted_consume,
+        .free = scripted_free,
+};
+static struct scripted scripted = {.head = {&scripted_ops}};
+
 static int setup(void **state)
 {
         char err[256];
@@ -140,7 +186,9 @@ static int setup(void **state)
                 return -1;
         if (keyguard_new(store, NULL, 60000, &plain, err, sizeof err) != 0 ||
             keyguard_new(store, "127.0.0.1, 10.1.0.0/16", 60000, &proxied, err,
-                         sizeof err) != 0)
+                         sizeof err) != 0 ||
+            keyguard_new_with(store, &scripted.head, NULL, 60000, &plugged, err,
+                              sizeof err) != 0)
                 return -1;
 
         struct http_config cfg;
@@ -155,6 +203,9 @@ static int setup(void **state)
         http_route_set_before(
                 http_route(srv, "GET", "/proxied", on_ok, 0, NULL), hook,
                 &proxied);
+        http_route_set_before(
+                http_route(srv, "GET", "/plugged", on_ok, 0, NULL), hook,
+                &plugged);
         if (http_server_start(srv, err, sizeof err) != 0)
                 return -1;
         snprintf(base, sizeof base, "http://127.0.0.1:%u",
@@ -167,6 +218,7 @@ static int teardown(void **state)
         http_server_free(srv);
         keyguard_free(plain);
         keyguard_free(proxied);
+        keyguard_free(plugged);
         store_close(store);
         char cmd[128];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -276,6 +328,9 @@ static void test_rate_limit_answer(void **state)
                  "Rate limit exceeded. Try again in %d seconds.", n);
         assert_string_equal(json_string_value(json_object_get(err, "message")),
                             msg);
+        /* Nothing but those: the documented body, member for member. */
+        assert_int_equal(json_object_size(body), 2);
+        assert_int_equal(json_object_size(err), 2);
         json_decref(body);
 
         /* Another key has its own budget. */
@@ -312,6 +367,50 @@ static void test_s5_concurrent(void **state)
                 total += ok[i];
         }
         assert_int_equal(total, S5_LIMIT);
+}
+
+/* The guard asks the limiter it was given, and answers by its verdict. */
+static void test_plugged_limiter(void **state)
+{
+        set_key("key_plug", 1000, "[]", 0);
+
+        /* Let through: its numbers make the headers. */
+        atomic_store(&scripted.verdict, 0);
+        struct answer a = get("/plugged", NULL, NULL);
+        assert_int_equal(a.status, 200);
+        assert_string_equal(a.limit, "1000");
+        assert_string_equal(a.remaining, "77");
+        assert_int_equal(atomic_load(&scripted.calls), 1);
+        assert_string_equal(scripted.last_key, "key_plug");
+
+        /* Refused although 1000 per minute were allowed: its verdict. */
+        atomic_store(&scripted.verdict, 1);
+        a = get("/plugged", NULL, NULL);
+        assert_int_equal(a.status, 429);
+        assert_string_equal(a.retry_after, "7");
+        assert_string_equal(a.remaining, "0");
+        json_t *want =
+                json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
+                          "RATE_LIMIT_EXCEEDED", "message",
+                          "Rate limit exceeded. Try again in 7 seconds.");
+        json_t *got = json_loads(a.body, 0, NULL);
+        assert_true(json_equal(want, got));
+        json_decref(want);
+        json_decref(got);
+
+        /* Unreachable: the request is refused, not let through. */
+        atomic_store(&scripted.verdict, -1);
+        a = get("/plugged", NULL, NULL);
+        assert_int_equal(a.status, 503);
+        assert_int_equal(atomic_load(&scripted.calls), 3);
+
+        /* The guard owns its limiter and releases it. */
+        atomic_store(&scripted.verdict, 0);
+        struct keyguard *g = plugged;
+        plugged = NULL;
+        assert_false(atomic_load(&scripted.freed));
+        keyguard_free(g);
+        assert_true(atomic_load(&scripted.freed));
 }
 
 /* A revoked key fails at once, before any other check. */
@@ -407,6 +506,7 @@ int main(void)
                 cmocka_unit_test(test_trusted_chain),
                 cmocka_unit_test(test_rate_limit_answer),
                 cmocka_unit_test(test_s5_concurrent),
+                cmocka_unit_test(test_plugged_limiter),
                 cmocka_unit_test(test_revoked),
                 cmocka_unit_test(test_store_side),
                 cmocka_unit_test(test_validation),
