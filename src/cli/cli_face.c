@@ -2,17 +2,49 @@
  * cli_face.c - the `detect`, `compare` and `liveness` subcommands: run the
  * face engine on photo files and print what it found as JSON on stdout.
  * Problems with the user's photos go to stderr with exit code 3, our own
- * failures with 1, wrong arguments with 2.
+ * failures with 1, wrong arguments with 2.  `--min-face N` (or
+ * FRAPI_MIN_FACE) sets the smallest face side in pixels the engine
+ * reports, as the server's min_face setting does.
  */
 #include "cli/cli.h"
 #include "face/face.h"
 #include "util/file.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The range of the smallest face side, the same as the server's
+ * min_face setting: below 20 pixels the detector finds nothing more
+ * (docs/engine.md), and each halving would cost four times the detector
+ * runs. */
+#define MIN_FACE_LOWEST  20
+#define MIN_FACE_HIGHEST 20000
+
+/* Reads a smallest face side from text; source names it for the message.
+ * Returns CLI_OK or CLI_USAGE with a message. */
+static int parse_min_face(const char *text, const char *source, int *out)
+{
+        char *end = NULL;
+        long v = 0;
+
+        errno = 0;
+        if (isdigit((unsigned char)text[0]))
+                v = strtol(text, &end, 10);
+        if (!end || *end || errno || v < MIN_FACE_LOWEST ||
+            v > MIN_FACE_HIGHEST) {
+                fprintf(stderr,
+                        "frapi: %s must be a whole number of pixels from %d "
+                        "to %d, not '%s'\n",
+                        source, MIN_FACE_LOWEST, MIN_FACE_HIGHEST, text);
+                return CLI_USAGE;
+        }
+        *out = (int)v;
+        return CLI_OK;
+}
 
 /* The engine configuration from the environment.  Returns CLI_OK or
  * CLI_USAGE with a message. */
@@ -20,6 +52,7 @@ static int config_from_env(struct face_engine_config *cfg)
 {
         const char *dir = getenv("FRAPI_MODEL_DIR");
         const char *threads = getenv("FRAPI_THREADS");
+        const char *min_face = getenv("FRAPI_MIN_FACE");
 
         face_engine_config_default(cfg);
         if (dir && *dir)
@@ -37,10 +70,52 @@ static int config_from_env(struct face_engine_config *cfg)
                 }
                 cfg->threads = (int)t;
         }
+        if (min_face && *min_face)
+                return parse_min_face(min_face, "FRAPI_MIN_FACE",
+                                      &cfg->min_face);
         return CLI_OK;
 }
 
-static int open_engine(struct face_engine **eng)
+/*
+ * Takes the options out of argv: `--min-face N` (or `--min-face=N`) sets
+ * *min_face; what is left are the photos, moved to the front, their
+ * number in *argc.  Returns CLI_OK, or CLI_USAGE with a message for an
+ * unknown option or a bad value.
+ */
+static int take_options(int *argc, char **argv, int *min_face)
+{
+        int photos = 0;
+
+        for (int i = 0; i < *argc; i++) {
+                const char *arg = argv[i];
+
+                if (strcmp(arg, "--min-face") == 0) {
+                        if (i + 1 == *argc) {
+                                fprintf(stderr,
+                                        "frapi: --min-face needs a value\n");
+                                return CLI_USAGE;
+                        }
+                        if (parse_min_face(argv[++i], "--min-face", min_face) !=
+                            CLI_OK)
+                                return CLI_USAGE;
+                } else if (strncmp(arg, "--min-face=", 11) == 0) {
+                        if (parse_min_face(arg + 11, "--min-face", min_face) !=
+                            CLI_OK)
+                                return CLI_USAGE;
+                } else if (strncmp(arg, "--", 2) == 0) {
+                        fprintf(stderr, "frapi: unknown option '%s'\n", arg);
+                        return CLI_USAGE;
+                } else {
+                        argv[photos++] = argv[i];
+                }
+        }
+        *argc = photos;
+        return CLI_OK;
+}
+
+/* Starts the engine configured by the environment, with min_face (when
+ * not 0) as the smallest face. */
+static int open_engine(struct face_engine **eng, int min_face)
 {
         struct face_engine_config cfg;
         char err[512];
@@ -48,6 +123,8 @@ static int open_engine(struct face_engine **eng)
 
         if (rc != CLI_OK)
                 return rc;
+        if (min_face)
+                cfg.min_face = min_face;
         if (face_engine_new(&cfg, eng, err, sizeof err) != FACE_OK) {
                 fprintf(stderr, "frapi: the face engine did not start: %s\n",
                         err);
@@ -187,13 +264,16 @@ static int run_photo_command(const char *name, int argc, char **argv,
         struct face_engine *eng = NULL;
         struct face_image img = {0};
         struct face_list list = {0};
-        int rc;
+        int min_face = 0;
+        int rc = take_options(&argc, argv, &min_face);
 
+        if (rc != CLI_OK)
+                return rc;
         if (argc != 1) {
-                fprintf(stderr, "usage: frapi %s PHOTO\n", name);
+                fprintf(stderr, "usage: frapi %s [--min-face N] PHOTO\n", name);
                 return CLI_USAGE;
         }
-        rc = open_engine(&eng);
+        rc = open_engine(&eng, min_face);
         if (rc != CLI_OK)
                 return rc;
         rc = analyze_photo(eng, argv[0], want, &img, &list);
@@ -235,13 +315,17 @@ int cli_compare(int argc, char **argv)
         struct face_engine *eng = NULL;
         struct face_image img[2] = {{0}};
         struct face_list list[2] = {{0}};
-        int rc, done = 0;
+        int min_face = 0, done = 0;
+        int rc = take_options(&argc, argv, &min_face);
 
+        if (rc != CLI_OK)
+                return rc;
         if (argc != 2) {
-                fprintf(stderr, "usage: frapi compare PHOTO_A PHOTO_B\n");
+                fprintf(stderr, "usage: frapi compare [--min-face N] PHOTO_A "
+                                "PHOTO_B\n");
                 return CLI_USAGE;
         }
-        rc = open_engine(&eng);
+        rc = open_engine(&eng, min_face);
         if (rc != CLI_OK)
                 return rc;
 

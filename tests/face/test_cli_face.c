@@ -1,7 +1,8 @@
 /*
  * test_cli_face.c - the detect, compare and liveness subcommands: their
  * JSON on stdout and their exit codes (0 success, 1 our failure, 2 wrong
- * arguments, 3 the user's photo: unreadable, or no face).
+ * arguments, 3 the user's photo: unreadable, or no face), and the
+ * --min-face option.
  *
  * Runs from the repository root with the models in .deps/models.
  */
@@ -100,6 +101,67 @@ static void detect_prints_every_face(void **state)
         assert_non_null(json_object_get(face, "attributes"));
         assert_true(json_is_true(
                 json_object_get(json_object_get(face, "liveness"), "live")));
+        json_decref(doc);
+}
+
+/* The side of a face's box in the JSON answer. */
+static double box_side(json_t *face)
+{
+        json_t *b = json_object_get(face, "box");
+
+        return json_real_value(json_object_get(b, "y2")) -
+               json_real_value(json_object_get(b, "y1"));
+}
+
+/* --min-face between the largest face of sample3 and the next keeps only
+ * the largest; compare takes the option too. */
+static void min_face_drops_smaller_faces(void **state)
+{
+        char *plain[] = {SAMPLE3};
+        char value[32], joined[48];
+        char *option[] = {"--min-face", value, SAMPLE3};
+        char *one_arg[] = {joined, SAMPLE3};
+        char *cmp[] = {SAMPLE3, "--min-face", value, SAMPLE3};
+        json_t *doc, *faces;
+        double first, second;
+
+        (void)state;
+        run(cli_detect, 1, plain);
+        assert_int_equal(r.rc, CLI_OK);
+        doc = parse_out();
+        faces = json_object_get(doc, "faces");
+        assert_int_equal(json_array_size(faces), 3);
+        first = box_side(json_array_get(faces, 0));
+        second = box_side(json_array_get(faces, 1));
+        json_decref(doc);
+        if (first - second < 20)
+                fail_msg("sample3's two largest faces are %.0f and %.0f "
+                         "pixels, too close to set a bound between",
+                         first, second);
+        snprintf(value, sizeof value, "%d", (int)((first + second) / 2));
+        snprintf(joined, sizeof joined, "--min-face=%s", value);
+
+        run(cli_detect, 3, option);
+        assert_int_equal(r.rc, CLI_OK);
+        doc = parse_out();
+        faces = json_object_get(doc, "faces");
+        assert_int_equal(json_integer_value(json_object_get(doc, "count")), 1);
+        assert_true(fabs(box_side(json_array_get(faces, 0)) - first) < 2);
+        json_decref(doc);
+
+        run(cli_liveness, 2, one_arg);
+        assert_int_equal(r.rc, CLI_OK);
+        doc = parse_out();
+        assert_int_equal(json_integer_value(json_object_get(doc, "count")), 1);
+        json_decref(doc);
+
+        run(cli_compare, 4, cmp);
+        assert_int_equal(r.rc, CLI_OK);
+        doc = parse_out();
+        assert_int_equal(json_integer_value(json_object_get(doc, "faces_a")),
+                         1);
+        assert_int_equal(json_integer_value(json_object_get(doc, "faces_b")),
+                         1);
         json_decref(doc);
 }
 
@@ -235,6 +297,31 @@ static void wrong_arguments_exit_2(void **state)
         unsetenv("FRAPI_THREADS");
         assert_int_equal(r.rc, CLI_USAGE);
         assert_non_null(strstr(r.err, "FRAPI_THREADS"));
+
+        /* A smallest face outside 20..20000 pixels, or no value. */
+        const char *bad_min_face[] = {"19", "20001", "abc", "-30", "40px", ""};
+        for (size_t i = 0; i < sizeof bad_min_face / sizeof *bad_min_face;
+             i++) {
+                char *opt[] = {"--min-face", (char *)bad_min_face[i], SAMPLE3};
+
+                run(cli_detect, 3, opt);
+                assert_int_equal(r.rc, CLI_USAGE);
+                assert_non_null(strstr(r.err, "--min-face"));
+                assert_string_equal(r.out, "");
+        }
+        char *no_value[] = {SAMPLE3, "--min-face"};
+        run(cli_detect, 2, no_value);
+        assert_int_equal(r.rc, CLI_USAGE);
+        assert_non_null(strstr(r.err, "--min-face"));
+        char *unknown[] = {"--min-faces=40", SAMPLE3};
+        run(cli_detect, 2, unknown);
+        assert_int_equal(r.rc, CLI_USAGE);
+        assert_non_null(strstr(r.err, "--min-faces"));
+        setenv("FRAPI_MIN_FACE", "10", 1);
+        run(cli_detect, 1, one);
+        unsetenv("FRAPI_MIN_FACE");
+        assert_int_equal(r.rc, CLI_USAGE);
+        assert_non_null(strstr(r.err, "FRAPI_MIN_FACE"));
 }
 
 static void missing_models_exit_1(void **state)
@@ -253,6 +340,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(detect_prints_every_face),
+                cmocka_unit_test(min_face_drops_smaller_faces),
                 cmocka_unit_test(compare_same_photo_matches),
                 cmocka_unit_test(compare_across_photos),
                 cmocka_unit_test(liveness_scores_each_face),
