@@ -6,7 +6,10 @@
 #include "store/store_sqlite.h"
 
 #include <setjmp.h>
+#include <sodium.h>
+#include <sqlite3.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -63,6 +66,64 @@ static void test_hash_verify(void **state)
         assert_false(apikey_verify(pepper, key, h));
 }
 
+/* Whether any 8 characters in a row of secret occur in len bytes at p. */
+static bool holds_piece(const void *p, size_t len, const char *secret)
+{
+        size_t n = strlen(secret);
+        for (size_t i = 0; i + 8 <= n; i++)
+                if (p && memmem(p, len, secret + i, 8))
+                        return true;
+        return false;
+}
+
+/* Whether a column of the api_keys row of key id holds a piece of secret. */
+static bool row_holds(struct store *s, const char *id, const char *secret)
+{
+        sqlite3_stmt *st;
+        bool found = false;
+
+        store_sqlite_lock(s);
+        assert_int_equal(sqlite3_prepare_v2(store_sqlite_db(s),
+                                            "SELECT * FROM api_keys "
+                                            "WHERE id = ?",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        for (int i = 0; i < sqlite3_column_count(st); i++) {
+                const void *v = sqlite3_column_blob(st, i);
+                size_t len = (size_t)sqlite3_column_bytes(st, i);
+                found = found || holds_piece(v, len, secret);
+        }
+        sqlite3_finalize(st);
+        store_sqlite_unlock(s);
+        return found;
+}
+
+/* Whether the file at path (absent counts as empty) holds a piece of
+ * secret. */
+static bool file_holds(const char *path, const char *secret)
+{
+        FILE *f = fopen(path, "rb");
+        if (!f)
+                return false;
+        char *buf = NULL;
+        size_t len = 0, cap = 0, got;
+        do {
+                if (len == cap) {
+                        cap = cap ? 2 * cap : 1 << 16;
+                        buf = realloc(buf, cap);
+                        assert_non_null(buf);
+                }
+                got = fread(buf + len, 1, cap - len, f);
+                len += got;
+        } while (got > 0);
+        fclose(f);
+        bool found = holds_piece(buf, len, secret);
+        free(buf);
+        return found;
+}
+
 static void test_pepper_and_create(void **state)
 {
         (void)state;
@@ -93,12 +154,36 @@ static void test_pepper_and_create(void **state)
         assert_true(apikey_parse(key, prefix));
         assert_int_equal(store_apikey_by_prefix(s, prefix, &got), STORE_OK);
         assert_true(apikey_verify(p1, key, got.hash));
-        assert_null(strstr(got.prefix, key));
         assert_string_equal(got.allowlist, "[]");
+
+        /* The prefix in clear is exactly the documented non-secret part:
+         * the first APIKEY_PREFIX_LEN characters after the tag. */
+        assert_int_equal(strlen(got.prefix), APIKEY_PREFIX_LEN);
+        assert_memory_equal(got.prefix, key + APIKEY_TAG_LEN,
+                            APIKEY_PREFIX_LEN);
+
+        /* The hash is keyed with the pepper: a copy of the database alone
+         * does not let anyone check guesses with a plain BLAKE2b. */
+        uint8_t plain[32];
+        crypto_generichash(plain, sizeof plain, (const unsigned char *)key,
+                           strlen(key), NULL, 0);
+        assert_memory_not_equal(plain, got.hash, sizeof plain);
+
+        /* No column of the stored row, and no byte of the database files,
+         * holds the secret part of the key. */
+        const char *secret = key + APIKEY_TAG_LEN + APIKEY_PREFIX_LEN;
+        assert_int_equal(strlen(secret), APIKEY_RANDOM_LEN - APIKEY_PREFIX_LEN);
+        assert_false(row_holds(s, got.id, secret));
+        snprintf(path, sizeof path, "%s/frapi.db", dir);
+        assert_false(file_holds(path, secret));
+        snprintf(path, sizeof path, "%s/frapi.db-wal", dir);
+        assert_false(file_holds(path, secret));
         store_apikey_clear(&got);
         store_apikey_clear(&rec);
         store_collection_clear(&c);
         store_close(s);
+        snprintf(path, sizeof path, "%s/frapi.db", dir);
+        assert_false(file_holds(path, secret));
 
         snprintf(path, sizeof path, "rm -rf '%s'", dir);
         assert_int_equal(system(path), 0);
