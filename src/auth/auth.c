@@ -102,6 +102,7 @@ int auth_settings_load(struct auth_settings *out, const struct config *cfg,
         snprintf(m->password, sizeof m->password, "%s", cfg->smtp_password);
         snprintf(m->from, sizeof m->from, "%s",
                  cfg->smtp_from[0] ? cfg->smtp_from : "frapi@localhost");
+        snprintf(m->ca_file, sizeof m->ca_file, "%s", cfg->smtp_ca_file);
         m->timeout_s = 30;
         snprintf(out->trusted_proxies, sizeof out->trusted_proxies, "%s",
                  cfg->trusted_proxies);

@@ -82,6 +82,8 @@ static const struct setting settings[] = {
         {"smtp_password", T_STR, offsetof(struct config, smtp_password),
          CONFIG_STR, 0, 0, true, "mail server password"},
         STR(smtp_from, "sender address of mail"),
+        STR(smtp_ca_file, "PEM file of the CAs the mail server's "
+                          "certificate may chain to; empty for the system's"),
 };
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])

@@ -57,6 +57,7 @@ struct config {
         char smtp_user[CONFIG_STR];
         char smtp_password[CONFIG_STR]; /* secret: never printed */
         char smtp_from[CONFIG_STR];
+        char smtp_ca_file[CONFIG_STR]; /* "" = the system's CA bundle */
 };
 
 /* Fills *cfg with every default. */

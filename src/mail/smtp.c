@@ -116,6 +116,13 @@ int smtp_send(const struct smtp_config *cfg, const struct smtp_message *msg,
                          (long)(cfg->timeout_s > 0 ? cfg->timeout_s : 30));
         if (cfg->starttls)
                 curl_easy_setopt(curl, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+
+        /* A private mail server's own CA, instead of the system's. */
+        if (cfg->ca_file[0])
+                curl_easy_setopt(curl, CURLOPT_CAINFO, cfg->ca_file);
+
+        /* Credentials; with STARTTLS required, libcurl sends them only
+         * once TLS is up. */
         if (cfg->user[0]) {
                 curl_easy_setopt(curl, CURLOPT_USERNAME, cfg->user);
                 curl_easy_setopt(curl, CURLOPT_PASSWORD, cfg->password);

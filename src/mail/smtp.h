@@ -17,8 +17,9 @@ struct smtp_config {
         bool starttls;             /* require STARTTLS on a plain port */
         char user[SMTP_FIELD_MAX]; /* "" for no authentication */
         char password[SMTP_FIELD_MAX];
-        char from[SMTP_FIELD_MAX]; /* "Name <addr>" or "addr" */
-        int timeout_s;             /* whole transfer */
+        char from[SMTP_FIELD_MAX];    /* "Name <addr>" or "addr" */
+        char ca_file[SMTP_FIELD_MAX]; /* PEM CAs to trust; "" system's */
+        int timeout_s;                /* whole transfer */
 };
 
 /* One message.  Every field is required and NUL-terminated. */
@@ -33,8 +34,10 @@ struct smtp_message {
  * most 998 bytes. */
 bool smtp_header_safe(const char *s);
 
-/* Sends msg with cfg.  Returns 0, or -1 with the reason in err (no
- * secrets in it). */
+/* Sends msg with cfg.  TLS (smtps, or STARTTLS when cfg->starttls)
+ * always checks the server's certificate and name, against cfg->ca_file
+ * when set, else the system's CAs.  Returns 0, or -1 with the reason in
+ * err (no secrets in it). */
 int smtp_send(const struct smtp_config *cfg, const struct smtp_message *msg,
               char *err, size_t errlen);
 

@@ -159,6 +159,14 @@ static void test_bad_values(void **state)
                 config_set(&c, "min_face", "120", "t", err, sizeof err), 0);
         assert_int_equal(c.min_face, 120);
 
+        /* The mail server's CA file: empty by default, from the
+         * environment as FRAPI_SMTP_CA_FILE. */
+        assert_string_equal(c.smtp_ca_file, "");
+        setenv("FRAPI_SMTP_CA_FILE", "/etc/frapi/mail-ca.pem", 1);
+        assert_int_equal(config_apply_env(&c, err, sizeof err), 0);
+        unsetenv("FRAPI_SMTP_CA_FILE");
+        assert_string_equal(c.smtp_ca_file, "/etc/frapi/mail-ca.pem");
+
         /* From the environment, the variable is named. */
         setenv("FRAPI_MAX_BODY_BYTES", "lots", 1);
         assert_int_equal(config_load(&c, 0, NULL, err, sizeof err), -1);
