@@ -16,7 +16,7 @@ apt_packages=(
 	libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev
 	libsodium-dev libjwt-dev liboath-dev libvips-dev
 	libcurl4-openssl-dev libcmocka-dev libqrencode-dev imagemagick sqlite3
-	libimage-exiftool-perl wrk libgs-common
+	libimage-exiftool-perl wrk libgs-common openssl
 )
 
 say() { printf 'setup: %s\n' "$*"; }
