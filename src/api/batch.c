@@ -674,6 +674,7 @@ static void handle_batch_delete(struct http_request *req, void *userdata)
 {
         struct api *api = userdata;
         const char *coll = keyauth_key(req)->coll.id;
+        struct api_idem idem;
         json_t *body, *ids, *exts;
 
         /* The selector: ids and/or external_ids, never empty. */
@@ -688,6 +689,11 @@ static void handle_batch_delete(struct http_request *req, void *userdata)
                                  "ids");
                 return;
         }
+
+        /* A retry with the same Idempotency-Key gets the first answer, not
+         * a list of faces that are no longer there. */
+        if (!api_idem_begin(req, api, coll, &idem))
+                return;
 
         /* Each selector on its own; repeats count once. */
         json_t *deleted = json_array(), *missing_ids = json_array();
@@ -719,11 +725,11 @@ static void handle_batch_delete(struct http_request *req, void *userdata)
         log_write(LOG_INFO, "batch", http_request_id(req),
                   "Deleted %zu faces of collection %s in one batch.",
                   json_array_size(deleted), coll);
-        http_reply_data(req, 200,
-                        json_pack("{s:I, s:o, s:{s:o, s:o}}", "deleted_count",
-                                  (json_int_t)json_array_size(deleted),
-                                  "deleted", deleted, "not_found", "ids",
-                                  missing_ids, "external_ids", missing_exts));
+        api_idem_reply(req, api, &idem, 200,
+                       json_pack("{s:I, s:o, s:{s:o, s:o}}", "deleted_count",
+                                 (json_int_t)json_array_size(deleted),
+                                 "deleted", deleted, "not_found", "ids",
+                                 missing_ids, "external_ids", missing_exts));
         return;
 failed:
         /* What was deleted stays deleted; say so. */

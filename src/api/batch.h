@@ -11,7 +11,7 @@
  * it runs the engine.  The answer is 200 with one result per item, in the
  * order sent: partial success is normal.  Only a request that is malformed
  * as a whole (not JSON, no items, too many items) gets a 400, and a busy
- * server a 503.  Idempotency-Key works as on single calls.
+ * server a 503.  Idempotency-Key works on all three as on single calls.
  */
 #ifndef FRAPI_BATCH_H
 #define FRAPI_BATCH_H

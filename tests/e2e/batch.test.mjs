@@ -1,7 +1,8 @@
 // Batch calls over real HTTP: a batch enroll mixing good and bad images
 // (JSON and multipart), its answers in order and its status codes,
-// Idempotency-Key on a batch, identify in several images at once, and
-// batch delete by ids and by external ids (an empty selector is a 400).
+// Idempotency-Key on each of the three batch calls, identify in several
+// images at once, and batch delete by ids and by external ids (an empty
+// selector is a 400).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -224,6 +225,19 @@ test('a malformed batch as a whole is a 400', async () => {
   assert.equal(none.status, 400);
 });
 
+// Sends a request again until the first one with its Idempotency-Key has
+// released its claim on the key, which happens just after its answer is
+// sent: a retry that fast is told to retry in a moment.
+async function retried(method, p, opts) {
+  let again;
+  for (let i = 0; i < 50; i++) {
+    again = await call(method, p, opts);
+    if (again.body?.error?.code !== 'IDEMPOTENCY_KEY_IN_USE') break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return again;
+}
+
 test('Idempotency-Key on a batch: the retry gets the first answer',
   async () => {
     const body = { items: [{ image: b64(good[0].file), name: 'Idem',
@@ -276,6 +290,29 @@ test('identify in several images at once', async () => {
   assert.equal(many.body.error.code, 'TOO_MANY_ITEMS');
 });
 
+test('Idempotency-Key on identify in several images: the retry gets the '
+  + 'first answer', async () => {
+  const json = { items: [{ image: b64(good[0].file) }, { image: b64(white) }],
+    top_k: 2 };
+  const headers = { 'Idempotency-Key': 'identify-batch-retry-1' };
+  const first = await call('POST', '/api/v1/identify/batch',
+    { json, headers });
+  assert.equal(first.status, 200, first.text);
+  assert.equal(first.headers.get('idempotent-replayed'), null);
+  assert.equal(first.body.data.results.length, 2);
+  const again = await retried('POST', '/api/v1/identify/batch',
+    { json, headers });
+  assert.equal(again.status, 200, again.text);
+  assert.equal(again.headers.get('idempotent-replayed'), 'true');
+  assert.deepEqual(again.body.data, first.body.data);
+
+  // The same key with other images is a conflict, not a new identify.
+  const other = await retried('POST', '/api/v1/identify/batch',
+    { json: { items: [{ image: b64(white) }] }, headers });
+  assert.equal(other.status, 409, other.text);
+  assert.equal(other.body.error.code, 'IDEMPOTENCY_KEY_REUSED');
+});
+
 test('batch delete by ids and external ids; an empty selector is a 400',
   async () => {
     for (const json of [{}, { ids: [] }, { ids: [], external_ids: [] },
@@ -316,3 +353,45 @@ test('batch delete by ids and external ids; an empty selector is a 400',
     assert.deepEqual(again.body.data.deleted, []);
     assert.deepEqual(again.body.data.not_found.ids, [a.id]);
   });
+
+test('Idempotency-Key on batch delete: the retry gets the first answer, '
+  + 'not "not found"', async () => {
+  const r = await call('POST', '/api/v1/faces/batch', { json: { items: [
+    { image: b64(good[0].file), name: 'Del 1', external_id: 'ext-del-idem' },
+    { image: b64(good[1].file), name: 'Del 2' },
+  ] } });
+  assert.equal(r.body.data.succeeded, 2, r.text);
+  const byExt = r.body.data.results[0].face.id;
+  const byId = r.body.data.results[1].face.id;
+
+  const json = { ids: [byId, 'face_01M8YNOSUCHFACE000000000'],
+    external_ids: ['ext-del-idem'] };
+  const headers = { 'Idempotency-Key': 'batch-delete-retry-1' };
+  const first = await call('POST', '/api/v1/faces/batch-delete',
+    { json, headers });
+  assert.equal(first.status, 200, first.text);
+  // What went by id first, then what went by external id.
+  assert.deepEqual(first.body.data.deleted, [byId, byExt]);
+  assert.equal(first.body.data.deleted_count, 2);
+
+  // The faces are gone, yet the retry reports what the first call did.
+  const again = await retried('POST', '/api/v1/faces/batch-delete',
+    { json, headers });
+  assert.equal(again.status, 200, again.text);
+  assert.equal(again.headers.get('idempotent-replayed'), 'true');
+  assert.deepEqual(again.body.data, first.body.data);
+  assert.deepEqual(again.body.data.not_found,
+    { ids: ['face_01M8YNOSUCHFACE000000000'], external_ids: [] });
+  for (const id of [byExt, byId]) {
+    assert.equal((await call('GET', `/api/v1/faces/${id}`)).status, 404);
+  }
+
+  // Without the key the same request finds nothing left to delete; with
+  // the key and another selector it is a conflict.
+  const plain = await call('POST', '/api/v1/faces/batch-delete', { json });
+  assert.deepEqual(plain.body.data.deleted, []);
+  const other = await retried('POST', '/api/v1/faces/batch-delete',
+    { json: { ids: [byId] }, headers });
+  assert.equal(other.status, 409, other.text);
+  assert.equal(other.body.error.code, 'IDEMPOTENCY_KEY_REUSED');
+});
