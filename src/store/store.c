@@ -94,6 +94,11 @@ void store_close(struct store *s)
                 s->ops->close(s);
 }
 
+enum store_status store_ping(struct store *s, char *why, size_t whylen)
+{
+        return s->ops->ping(s, why, whylen);
+}
+
 enum store_status store_collection_create(struct store *s,
                                           struct store_collection *c)
 {

@@ -130,6 +130,7 @@ struct store_ops {
         enum store_status (*idem_put)(struct store *s, const char *collection,
                                       const char *key,
                                       const struct store_idem *rec);
+        enum store_status (*ping)(struct store *s, char *why, size_t whylen);
 };
 
 /* Every backend's handle starts with this. */
@@ -149,6 +150,14 @@ void store_new_id(const char *prefix, char out[STORE_ID_MAX]);
 
 /* Milliseconds since the epoch, UTC. */
 int64_t store_now_ms(void);
+
+/*
+ * Checks that the store answers, for /readyz: a query on the store's own
+ * tables, cheap enough to run on every probe.  Returns STORE_OK, or
+ * STORE_ERROR with the reason as a phrase in why (whylen bytes).  Logs
+ * nothing: the caller logs the change from ready to not ready.
+ */
+enum store_status store_ping(struct store *s, char *why, size_t whylen);
 
 /* Closes the store and frees s; NULL is a no-op. */
 void store_close(struct store *s);

@@ -29,6 +29,7 @@ enum stmt_id {
         ST_KEY_BY_PREFIX,
         ST_IDEM_GET,
         ST_IDEM_PUT,
+        ST_PING,
         ST_COUNT_,
 };
 
@@ -64,6 +65,8 @@ static const char *const stmt_sql[ST_COUNT_] = {
         [ST_IDEM_PUT] = "INSERT INTO idempotency (collection_id, key, "
                         "request_hash, status, body, created_at) "
                         "VALUES (?, ?, ?, ?, ?, ?)",
+        [ST_PING] = "SELECT coalesce(max(version), 0) FROM "
+                    "schema_migrations WHERE module = 'store'",
 };
 
 /* The store's own schema, in order; never edit a step once released. */
@@ -117,6 +120,8 @@ static const char *const store_steps[] = {
         " face_id TEXT PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,"
         " bytes BLOB NOT NULL);",
 };
+
+#define STORE_STEP_COUNT ((int)(sizeof store_steps / sizeof store_steps[0]))
 
 struct sq_store {
         struct store base; /* first, so a struct store * is a sq_store * */
@@ -822,6 +827,54 @@ out:
 }
 
 /*
+ * Readiness.
+ */
+
+static enum store_status sq_ping(struct store *s, char *why, size_t whylen)
+{
+        struct sq_store *q = sq(s);
+        enum store_status res = STORE_ERROR;
+        int moved = 0;
+
+        /* A read of the store's own migration record: it goes through the
+         * file (or the WAL), and proves the schema this server runs on. */
+        pthread_mutex_lock(&q->lock);
+        sqlite3_stmt *st = stmt(q, ST_PING);
+        int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+        if (rc != SQLITE_ROW) {
+                snprintf(why, whylen, "the database does not answer: %s",
+                         sqlite3_errmsg(q->db));
+                goto out;
+        }
+        int version = sqlite3_column_int(st, 0);
+        if (version != STORE_STEP_COUNT) {
+                snprintf(why, whylen,
+                         "the database holds schema version %d of the store, "
+                         "not %d",
+                         version, STORE_STEP_COUNT);
+                goto out;
+        }
+
+        /* A database file deleted or replaced under a running server still
+         * answers on the old file, and whatever is written to it is lost at
+         * the next start. */
+        if (sqlite3_file_control(q->db, "main", SQLITE_FCNTL_HAS_MOVED,
+                                 &moved) != SQLITE_OK ||
+            moved) {
+                snprintf(why, whylen,
+                         "the database file was deleted, moved or replaced "
+                         "while the server runs");
+                goto out;
+        }
+        res = STORE_OK;
+out:
+        if (st)
+                sqlite3_reset(st);
+        pthread_mutex_unlock(&q->lock);
+        return res;
+}
+
+/*
  * Opening and closing.
  */
 
@@ -855,6 +908,7 @@ static const struct store_ops sq_ops = {
         .apikey_by_prefix = sq_apikey_by_prefix,
         .idem_get = sq_idem_get,
         .idem_put = sq_idem_put,
+        .ping = sq_ping,
 };
 
 enum store_status store_sqlite_open(const char *dir, struct store **out,
@@ -910,8 +964,7 @@ enum store_status store_sqlite_open(const char *dir, struct store **out,
                 goto fail;
         }
         if (store_sqlite_migrate(&q->base, "store", store_steps,
-                                 (int)(sizeof store_steps /
-                                       sizeof store_steps[0])) != STORE_OK) {
+                                 STORE_STEP_COUNT) != STORE_OK) {
                 snprintf(err, errlen, "the store's migrations failed on %s",
                          path);
                 goto fail;

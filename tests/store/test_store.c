@@ -1,6 +1,7 @@
 /*
- * test_store.c - the SQLite store: migrations, collections, faces (CRUD,
- * isolation between collections, pagination), API keys, idempotency.
+ * test_store.c - the SQLite store: migrations, WAL mode, the readiness
+ * ping, collections, faces (CRUD, isolation between collections,
+ * pagination), API keys, idempotency.
  */
 #include "store/store_sqlite.h"
 
@@ -148,6 +149,101 @@ static void test_database_is_private(void **state)
         snprintf(path, sizeof path, "%s/frapi.db", fx->dir);
         assert_int_equal(stat(path, &sb), 0);
         assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
+/* The journal mode as a connection of its own on path sees it. */
+static void journal_mode_of(const char *path, char *out, size_t cap)
+{
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+                         SQLITE_OK);
+        assert_int_equal(
+                sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL),
+                SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+}
+
+static void test_wal_mode(void **state)
+{
+        struct fixture *fx = *state;
+        char path[128], mode[16];
+        sqlite3_stmt *st;
+
+        /* The store's own connection runs in WAL mode... */
+        store_sqlite_lock(fx->s);
+        assert_int_equal(sqlite3_prepare_v2(store_sqlite_db(fx->s),
+                                            "PRAGMA journal_mode", -1, &st,
+                                            NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+        sqlite3_finalize(st);
+        store_sqlite_unlock(fx->s);
+
+        /* ...and the mode is recorded in the file, so every other process
+         * (the CLI, a backup) reads it in WAL mode too. */
+        snprintf(path, sizeof path, "%s/frapi.db", fx->dir);
+        journal_mode_of(path, mode, sizeof mode);
+        assert_string_equal(mode, "wal");
+}
+
+/* Runs sql on path through a connection of its own, as another process
+ * would. */
+static void exec_apart(const char *path, const char *sql)
+{
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+}
+
+static void test_ping(void **state)
+{
+        struct fixture *fx = *state;
+        char path[128], moved[160], why[256];
+        snprintf(path, sizeof path, "%s/frapi.db", fx->dir);
+        snprintf(moved, sizeof moved, "%s/frapi.db.moved", fx->dir);
+
+        /* A healthy store answers. */
+        why[0] = 0;
+        assert_int_equal(store_ping(fx->s, why, sizeof why), STORE_OK);
+        assert_string_equal(why, "");
+
+        /* A schema this build did not make: not ready, until it is back. */
+        exec_apart(path,
+                   "INSERT INTO schema_migrations VALUES ('store', 2, 0)");
+        assert_int_equal(store_ping(fx->s, why, sizeof why), STORE_ERROR);
+        assert_non_null(strstr(why, "schema version 2"));
+        exec_apart(path, "DELETE FROM schema_migrations WHERE version = 2");
+        assert_int_equal(store_ping(fx->s, why, sizeof why), STORE_OK);
+
+        /* The database file moved away, then back. */
+        assert_int_equal(rename(path, moved), 0);
+        assert_int_equal(store_ping(fx->s, why, sizeof why), STORE_ERROR);
+        assert_non_null(strstr(why, "deleted, moved or replaced"));
+        assert_int_equal(rename(moved, path), 0);
+        assert_int_equal(store_ping(fx->s, why, sizeof why), STORE_OK);
+
+        /* A query that fails: the record the ping reads is gone. */
+        exec_apart(path, "DROP TABLE schema_migrations");
+        assert_int_equal(store_ping(fx->s, why, sizeof why), STORE_ERROR);
+        assert_non_null(strstr(why, "does not answer"));
+
+        /* Deleted while open: the store still reads the old file, and the
+         * ping says that it is gone. */
+        exec_apart(path,
+                   "CREATE TABLE schema_migrations (module TEXT, "
+                   "version INTEGER, applied_at INTEGER);"
+                   "INSERT INTO schema_migrations VALUES ('store', 1, 0)");
+        assert_int_equal(store_ping(fx->s, why, sizeof why), STORE_OK);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(store_ping(fx->s, why, sizeof why), STORE_ERROR);
+        assert_non_null(strstr(why, "deleted, moved or replaced"));
 }
 
 static void test_collection_get(void **state)
@@ -390,6 +486,8 @@ int main(void)
                 T(test_failing_migration_rolls_back),
                 T(test_reopen_keeps_data),
                 T(test_database_is_private),
+                T(test_wal_mode),
+                T(test_ping),
                 T(test_collection_get),
                 T(test_face_crud),
                 T(test_collections_isolated),
