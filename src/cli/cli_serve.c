@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -36,17 +37,38 @@ struct service {
         struct keyguard *guard;    /* allowlists, rate limits, last use */
         struct auth_service *auth; /* accounts, dashboard sign-in */
         struct http_server *srv;
+        atomic_bool was_ready; /* what /readyz answered last */
 };
 
-/* /readyz: models loaded and store open. */
+/*
+ * /readyz: the models are loaded and the store answers a query right now
+ * (store_ping), so a load balancer stops sending requests to a server
+ * whose database went away.  Called on every probe, from any server
+ * thread; logs only the changes between ready and not ready.
+ */
 static bool service_ready(void *userdata, char *why, size_t whylen)
 {
         struct service *svc = userdata;
-        if (!svc->engine || !svc->store || !svc->api_ready) {
-                snprintf(why, whylen, "the models or the store are not ready");
-                return false;
+        bool ready = true;
+
+        if (!svc->engine || !svc->api_ready) {
+                snprintf(why, whylen, "the models are not loaded");
+                ready = false;
+        } else if (!svc->store) {
+                snprintf(why, whylen, "the store is not open");
+                ready = false;
+        } else if (store_ping(svc->store, why, whylen) != STORE_OK) {
+                ready = false;
         }
-        return true;
+
+        if (atomic_exchange(&svc->was_ready, ready) != ready) {
+                if (ready)
+                        log_info("serve", "The service is ready again.");
+                else
+                        log_error("serve", "The service is not ready: %s.",
+                                  why);
+        }
+        return ready;
 }
 
 /* Opens the store, loads the engine and the index; 0 or -1 (logged). */
@@ -171,6 +193,7 @@ int cli_serve(int argc, char **argv)
         }
         api_register(&svc.api, svc.srv);
         auth_handlers_register(svc.srv, svc.auth);
+        atomic_init(&svc.was_ready, true);
         http_server_set_ready(svc.srv, service_ready, &svc);
         if (http_server_start(svc.srv, err, sizeof err) != 0) {
                 log_error("serve", "The server cannot start: %s.", err);

@@ -1,6 +1,7 @@
 // The routes the server knows (`frapi routes`) and the paths of
-// docs/openapi.yaml agree, both ways; and a running server answers each
-// documented route (not 404), and refuses undocumented methods with 405.
+// docs/openapi.yaml agree, both ways; a running server answers each
+// documented route (not 404), and refuses undocumented methods with 405;
+// and /readyz asks the store, not only whether it was opened once.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -68,6 +69,46 @@ test('every documented route is routed; other methods get 405 with Allow',
       assert.equal(body.success, false);
       const unknown = await fetch(`${server.base}/api/v1/nothing-here`);
       assert.equal(unknown.status, 404);
+    } finally {
+      await server.stop();
+    }
+  });
+
+test('/readyz is 503 while the database file is gone, 200 once it is back',
+  async () => {
+    const dataDir = tempDir();
+    const server = await startServer(dataDir);
+    const db = path.join(dataDir, 'frapi.db');
+    const away = path.join(dataDir, 'frapi.db.away');
+    const get = async (p) => {
+      const res = await fetch(server.base + p);
+      return { status: res.status, body: await res.json() };
+    };
+    try {
+      const ok = await get('/readyz');
+      assert.equal(ok.status, 200, JSON.stringify(ok.body));
+      assert.deepEqual(ok.body, { success: true, data: { status: 'ready' } });
+
+      // Moved away under the running server: SQLite would go on writing
+      // to the old file, and all of it would be lost at the next start.
+      fs.renameSync(db, away);
+      const gone = await get('/readyz');
+      assert.equal(gone.status, 503, JSON.stringify(gone.body));
+      assert.equal(gone.body.success, false);
+      assert.equal(gone.body.error.code, 'NOT_READY');
+      assert.match(gone.body.error.message,
+        /^The service is not ready: the database file was deleted, moved /);
+      // The process itself is alive.
+      assert.equal((await get('/healthz')).status, 200);
+
+      fs.renameSync(away, db);
+      const back = await get('/readyz');
+      assert.equal(back.status, 200, JSON.stringify(back.body));
+
+      // One log line per change, not one per probe.
+      await get('/readyz');
+      const log = server.log();
+      assert.equal(log.match(/The service is not ready/g)?.length, 1, log);
     } finally {
       await server.stop();
     }
