@@ -53,7 +53,9 @@ unsigned enroll_want(const struct enroll_request *req)
  * photo ambiguous (MULTIPLE_FACES), unless face_selection=largest says
  * which.  A smaller face that passes while the largest fails is not
  * taken: in a portrait it is a bystander or the cut edge of one, not the
- * person meant.
+ * person meant.  (Taking it enrolls, from a crop of the largest face of
+ * sample4.jpg, which fails the gate, the cut edge of a neighbour, an
+ * embedding that then matches nobody in the photo.)
  */
 static const struct face *choose_face(const struct face_list *list,
                                       bool largest, struct enroll_refusal *why)
@@ -81,7 +83,7 @@ static const struct face *choose_face(const struct face_list *list,
                        json_pack("{s:o, s:o, s:f}", "reasons",
                                  api_json_reasons(pick->quality.reasons), "box",
                                  api_json_box(&pick->box), "quality",
-                                 (double)pick->quality.score));
+                                 api_json_score(pick->quality.score)));
                 return NULL;
         }
         return pick;
@@ -109,7 +111,7 @@ static void find_similar(struct api *api, const struct store_collection *coll,
                 json_t *item =
                         json_pack("{s:s, s:s?, s:s, s:f}", "face_id", f.id,
                                   "external_id", f.external_id, "name", f.name,
-                                  "similarity", (double)sim);
+                                  "similarity", api_json_score(sim));
                 if (!same_str(f.external_id, external_id) ||
                     (!external_id && !f.external_id))
                         json_array_append_new(others, item);
