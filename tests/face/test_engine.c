@@ -423,6 +423,367 @@ static void tiny_face_in_large_photo_is_found(void **state)
         face_image_free(&src);
 }
 
+/* The shorter side of a box. */
+static float box_side(const struct face_box *b)
+{
+        return fminf(b->x2 - b->x1, b->y2 - b->y1);
+}
+
+/* Intersection over union of two boxes. */
+static float box_iou(const struct face_box *a, const struct face_box *b)
+{
+        float w = fminf(a->x2, b->x2) - fmaxf(a->x1, b->x1);
+        float h = fminf(a->y2, b->y2) - fmaxf(a->y1, b->y1);
+        float inter = w > 0 && h > 0 ? w * h : 0;
+        float ua = (a->x2 - a->x1) * (a->y2 - a->y1) +
+                   (b->x2 - b->x1) * (b->y2 - b->y1) - inter;
+
+        return ua > 0 ? inter / ua : 0;
+}
+
+/*
+ * A min_face above some faces of a photo drops exactly those.  The bound
+ * goes in the middle of the widest gap between the sides of the faces
+ * found with the default (20).  A face's side moves by up to 13 % with
+ * the depth of the scan, which min_face sets (docs/engine.md), so only
+ * photos whose gap is wider than 14 % of the smaller side are used:
+ * sample2 (303 and 214 pixels) and sample3 (320 and 278).  The faces
+ * above the bound must come back in the same places.
+ */
+static void min_face_drops_exactly_the_smaller_faces(void **state)
+{
+        int photos_used = 0;
+
+        (void)state;
+        for (int i = 1; i <= 6; i++) {
+                char path[64];
+                struct face_image img;
+                struct face_list all, kept;
+                struct face_engine_config cfg;
+                struct face_engine *big;
+                float gap = 0, lower = 0;
+                int expect = 0;
+
+                snprintf(path, sizeof path, ".deps/photos/sample%d.jpg", i);
+                img = load(path);
+                all = analyze(&img, 0);
+                assert_int_equal(all.count, people_in_sample[i - 1]);
+
+                /* Largest first: the widest gap between neighbours. */
+                face_engine_config_default(&cfg);
+                for (int k = 0; k + 1 < all.count; k++) {
+                        float a = box_side(&all.faces[k].box);
+                        float b = box_side(&all.faces[k + 1].box);
+
+                        if (a - b > gap) {
+                                gap = a - b;
+                                lower = b;
+                                cfg.min_face = (int)((a + b) / 2);
+                                expect = k + 1;
+                        }
+                }
+                if (gap < 0.14f * lower)
+                        goto next;
+                photos_used++;
+                assert_int_equal(face_engine_new(&cfg, &big, NULL, 0), FACE_OK);
+                assert_int_equal(face_engine_analyze(big, &img, 0, 0, &kept),
+                                 FACE_OK);
+                if (kept.count != expect)
+                        fail_msg("%s min_face %d: %d faces, %d of the %d are "
+                                 "larger",
+                                 path, cfg.min_face, kept.count, expect,
+                                 all.count);
+                for (int k = 0; k < kept.count; k++) {
+                        assert_true(box_side(&kept.faces[k].box) >=
+                                    cfg.min_face);
+                        if (box_iou(&kept.faces[k].box, &all.faces[k].box) <
+                            0.8f)
+                                fail_msg("%s min_face %d: face %d moved", path,
+                                         cfg.min_face, k);
+                }
+                face_list_free(&kept);
+                face_engine_free(big);
+        next:
+                face_list_free(&all);
+                face_image_free(&img);
+        }
+        assert_int_equal(photos_used, 2);
+}
+
+/* Whether the reason names of q include name. */
+static bool has_reason_name(const struct face_quality *q, const char *name)
+{
+        const char *names[4];
+        int n = face_quality_reason_names(q->reasons, names);
+
+        for (int i = 0; i < n; i++)
+                if (strcmp(names[i], name) == 0)
+                        return true;
+        return false;
+}
+
+/* The only face of img, which must have exactly one. */
+static struct face only_face(const struct face_image *img, unsigned want,
+                             const char *what)
+{
+        struct face_list l = analyze(img, want);
+        struct face f;
+
+        if (l.count != 1)
+                fail_msg("%s: %d faces", what, l.count);
+        f = l.faces[0];
+        face_list_free(&l);
+        return f;
+}
+
+/*
+ * A sharp face passes the sharpness measure; the same pixels blurred with
+ * a Gaussian of sigma 6 (docs/engine.md: sigma 5 already scores about 17
+ * on a 300-pixel face) are `blurry`, and nothing else about the face
+ * changes.
+ */
+static void blurred_face_is_blurry(void **state)
+{
+        struct face_image src, sharp, blurred;
+        VipsImage *cut = one_face(&src, 30), *soft;
+        struct face fs, fb;
+
+        (void)state;
+        if (vips_gaussblur(cut, &soft, 6.0, NULL))
+                fail_msg("vips: %s", vips_error_buffer());
+        sharp = reencode(cut, 95);
+        blurred = reencode(soft, 95);
+        fs = only_face(&sharp, FACE_WANT_QUALITY, "sharp face");
+        fb = only_face(&blurred, FACE_WANT_QUALITY, "blurred face");
+        if (fs.quality.sharpness < 30 || (fs.quality.reasons & FACE_Q_BLURRY))
+                fail_msg("sharp face: sharpness %.1f", fs.quality.sharpness);
+        if (fb.quality.sharpness >= 30 || !(fb.quality.reasons & FACE_Q_BLURRY))
+                fail_msg("blurred face: sharpness %.1f", fb.quality.sharpness);
+        assert_true(has_reason_name(&fb.quality, "blurry"));
+        assert_false(has_reason_name(&fs.quality, "blurry"));
+        assert_true(fb.quality.score < fs.quality.score);
+        face_image_free(&blurred);
+        face_image_free(&sharp);
+        g_object_unref(soft);
+        g_object_unref(cut);
+        face_image_free(&src);
+}
+
+/* The face of sample6 turned least to the side. */
+static struct face most_frontal(const struct face_list *l)
+{
+        int best = 0;
+
+        for (int i = 1; i < l->count; i++)
+                if (fabsf(l->faces[i].quality.yaw) <
+                    fabsf(l->faces[best].quality.yaw))
+                        best = i;
+        return l->faces[best];
+}
+
+/*
+ * The first woman of sample2 is in full profile (the pose model puts her
+ * yaw at about 84 degrees): she is `profile`.  The most frontal face of
+ * sample6 (yaw about 4, pitch about -18) is not, and both her eyes,
+ * plainly open in the photo, are read as open.
+ */
+static void profile_and_frontal_faces(void **state)
+{
+        struct face_image img = load(".deps/photos/sample2.jpg");
+        struct face_list l = analyze(&img, FACE_WANT_QUALITY);
+        const struct face_quality *q;
+        struct face f;
+
+        (void)state;
+        assert_int_equal(l.count, 3);
+        q = &l.faces[0].quality;
+        if (fabsf(q->yaw) <= 35)
+                fail_msg("sample2's profile face: yaw %.1f", q->yaw);
+        assert_true(q->reasons & FACE_Q_PROFILE);
+        assert_true(has_reason_name(q, "profile"));
+        face_list_free(&l);
+        face_image_free(&img);
+
+        img = load(".deps/photos/sample6.jpg");
+        l = analyze(&img, FACE_WANT_QUALITY | FACE_WANT_ATTRIBUTES);
+        assert_int_equal(l.count, 4);
+        f = most_frontal(&l);
+        if (fabsf(f.quality.yaw) > 10 || fabsf(f.quality.pitch) > 25)
+                fail_msg("sample6's most frontal face: yaw %.1f pitch %.1f",
+                         f.quality.yaw, f.quality.pitch);
+        assert_false(f.quality.reasons & FACE_Q_PROFILE);
+        assert_false(has_reason_name(&f.quality, "profile"));
+        assert_true(f.attr.left_eye_open);
+        assert_true(f.attr.right_eye_open);
+        face_list_free(&l);
+        face_image_free(&img);
+}
+
+/* Saves im in the format its suffix names, with the libvips saver. */
+static void save_as(VipsImage *im, const char *suffix, void **buf, size_t *len)
+{
+        if (vips_image_write_to_buffer(im, suffix, buf, len, NULL))
+                fail_msg("saving %s: %s", suffix, vips_error_buffer());
+}
+
+/* The number of bands a saved image declares in its header. */
+static int bands_of(const void *buf, size_t len)
+{
+        VipsImage *head = vips_image_new_from_buffer(buf, len, "", NULL);
+        int bands;
+
+        if (!head)
+                fail_msg("vips: %s", vips_error_buffer());
+        bands = vips_image_get_bands(head);
+        g_object_unref(head);
+        return bands;
+}
+
+/*
+ * Row I1 at the engine: a photo stored turned, with the EXIF Orientation
+ * tag that says how to turn it back (3, 6, 8), gives the face of the
+ * upright photo: the same place in display orientation, and an embedding
+ * that matches.  The face sits in the top-left part of a wide crop, so a
+ * box left in stored orientation would land elsewhere.
+ */
+static void exif_orientation_gives_the_upright_face(void **state)
+{
+        static const struct {
+                VipsAngle stored;
+                int orientation;
+        } turns[] = {
+                {VIPS_ANGLE_D180, 3},
+                {VIPS_ANGLE_D270, 6},
+                {VIPS_ANGLE_D90, 8},
+        };
+        struct face_image src = load(".deps/photos/sample6.jpg"), up;
+        struct face_list l = analyze(&src, 0);
+        VipsImage *photo = as_vips(&src), *cut;
+        struct face_box b;
+        struct face upright;
+        int k = 0;
+
+        (void)state;
+        /* The leftmost face, with a quarter of its side above and left of
+         * it, in a crop twice its side wide and 1.5 times high. */
+        for (int i = 1; i < l.count; i++)
+                if (l.faces[i].box.x1 < l.faces[k].box.x1)
+                        k = i;
+        b = l.faces[k].box;
+        face_list_free(&l);
+        float w = b.x2 - b.x1;
+        if (vips_crop(photo, &cut, (int)(b.x1 - w / 4), (int)(b.y1 - w / 4),
+                      (int)(2 * w), (int)(1.5f * w), NULL))
+                fail_msg("vips: %s", vips_error_buffer());
+        up = reencode(cut, 95);
+        upright = only_face(&up, FACE_WANT_EMBEDDING, "upright");
+        assert_true((upright.box.x1 + upright.box.x2) / 2 < 0.4f * up.width);
+
+        for (size_t i = 0; i < sizeof turns / sizeof *turns; i++) {
+                VipsImage *turned, *tagged;
+                void *buf;
+                size_t len;
+                struct face_image img;
+                struct face f;
+                float sim;
+
+                if (vips_rot(cut, &turned, turns[i].stored, NULL) ||
+                    vips_copy(turned, &tagged, NULL))
+                        fail_msg("vips: %s", vips_error_buffer());
+                vips_image_set_int(tagged, VIPS_META_ORIENTATION,
+                                   turns[i].orientation);
+                save_as(tagged, ".jpg[Q=95]", &buf, &len);
+                img = decode_bytes(buf, len);
+                assert_int_equal(img.width, up.width);
+                assert_int_equal(img.height, up.height);
+                f = only_face(&img, FACE_WANT_EMBEDDING, "turned");
+                sim = face_similarity(f.embedding, upright.embedding);
+                if (sim < FACE_DEFAULT_MATCH_THRESHOLD ||
+                    box_iou(&f.box, &upright.box) < 0.8f)
+                        fail_msg("orientation %d: similarity %.3f, box "
+                                 "%.0f,%.0f-%.0f,%.0f against upright "
+                                 "%.0f,%.0f-%.0f,%.0f",
+                                 turns[i].orientation, sim, f.box.x1, f.box.y1,
+                                 f.box.x2, f.box.y2, upright.box.x1,
+                                 upright.box.y1, upright.box.x2,
+                                 upright.box.y2);
+                face_image_free(&img);
+                g_free(buf);
+                g_object_unref(tagged);
+                g_object_unref(turned);
+        }
+        face_image_free(&up);
+        g_object_unref(cut);
+        g_object_unref(photo);
+        face_image_free(&src);
+}
+
+/*
+ * Row I2 at the engine: the same face as a grey JPEG, a grey PNG, an RGBA
+ * PNG and a grey+alpha PNG (the alpha clears a band on the left, which
+ * becomes white) is found in the same place and matches the colour
+ * original.
+ */
+static void colour_modes_give_the_same_face(void **state)
+{
+        struct face_image src, orig;
+        VipsImage *cut = one_face(&src, 30), *grey, *xy, *x, *mask, *rgba, *ga;
+        struct face colour;
+        struct {
+                VipsImage *im;
+                const char *suffix;
+                int bands;
+        } copies[4];
+
+        (void)state;
+        orig = reencode(cut, 95);
+        colour = only_face(&orig, FACE_WANT_EMBEDDING, "colour original");
+        if (vips_colourspace(cut, &grey, VIPS_INTERPRETATION_B_W, NULL) ||
+            vips_xyz(&xy, vips_image_get_width(cut), vips_image_get_height(cut),
+                     NULL) ||
+            vips_extract_band(xy, &x, 0, NULL) ||
+            vips_moreeq_const1(x, &mask, 30.0, NULL) ||
+            vips_bandjoin2(cut, mask, &rgba, NULL) ||
+            vips_bandjoin2(grey, mask, &ga, NULL))
+                fail_msg("vips: %s", vips_error_buffer());
+        copies[0].im = grey, copies[0].suffix = ".jpg[Q=95]";
+        copies[1].im = grey, copies[1].suffix = ".png";
+        copies[2].im = rgba, copies[2].suffix = ".png";
+        copies[3].im = ga, copies[3].suffix = ".png";
+        copies[0].bands = copies[1].bands = 1;
+        copies[2].bands = 4;
+        copies[3].bands = 2;
+
+        for (int i = 0; i < 4; i++) {
+                void *buf;
+                size_t len;
+                struct face_image img;
+                struct face f;
+                float sim;
+
+                save_as(copies[i].im, copies[i].suffix, &buf, &len);
+                assert_int_equal(bands_of(buf, len), copies[i].bands);
+                img = decode_bytes(buf, len);
+                f = only_face(&img, FACE_WANT_EMBEDDING, copies[i].suffix);
+                sim = face_similarity(f.embedding, colour.embedding);
+                if (sim < FACE_DEFAULT_MATCH_THRESHOLD ||
+                    box_iou(&f.box, &colour.box) < 0.8f)
+                        fail_msg("%d bands as %s: similarity %.3f",
+                                 copies[i].bands, copies[i].suffix, sim);
+                face_image_free(&img);
+                g_free(buf);
+        }
+        g_object_unref(ga);
+        g_object_unref(rgba);
+        g_object_unref(mask);
+        g_object_unref(x);
+        g_object_unref(xy);
+        g_object_unref(grey);
+        face_image_free(&orig);
+        g_object_unref(cut);
+        face_image_free(&src);
+}
+
 static void everything_is_computed_when_asked(void **state)
 {
         struct face_image img = load(".deps/photos/sample3.jpg");
@@ -557,6 +918,11 @@ int main(void)
                 cmocka_unit_test(rotated_face_is_handled),
                 cmocka_unit_test(small_crops_are_too_small),
                 cmocka_unit_test(tiny_face_in_large_photo_is_found),
+                cmocka_unit_test(min_face_drops_exactly_the_smaller_faces),
+                cmocka_unit_test(blurred_face_is_blurry),
+                cmocka_unit_test(profile_and_frontal_faces),
+                cmocka_unit_test(exif_orientation_gives_the_upright_face),
+                cmocka_unit_test(colour_modes_give_the_same_face),
                 cmocka_unit_test(everything_is_computed_when_asked),
                 cmocka_unit_test(max_faces_keeps_the_largest),
                 cmocka_unit_test(threads_share_the_engine),
