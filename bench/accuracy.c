@@ -2,15 +2,21 @@
  * accuracy - face verification accuracy on a directory of photos and a
  * pairs file in the LFW format.
  *
- *   build/bench/accuracy DIR PAIRS
+ *   build/bench/accuracy [--folds N | --folds file] DIR PAIRS
  *
  * DIR holds NAME/NAME_NNNN.jpg; PAIRS starts with "FOLDS N", then per fold
  * N lines "name i j" (same person) and N lines "name1 i name2 j"
  * (different people).  The face nearest the centre of each photo is
- * used.  Prints k-fold accuracy (k = the folds the file has: the
- * threshold is chosen on the other folds and tested on the held-out
- * one), the mean threshold, the true-accept rate at a false-accept rate
- * of 1e-3, and the rates at FACE_DEFAULT_MATCH_THRESHOLD.
+ * used.  Prints k-fold accuracy (the threshold is chosen on the other
+ * folds and tested on the held-out one) with its standard deviation, the
+ * threshold of each fold and their mean, the true-accept rate at a
+ * false-accept rate of 1e-3, and the rates at FACE_DEFAULT_MATCH_THRESHOLD.
+ *
+ * The folds: by default the pairs are dealt into 10 folds (--folds N for
+ * another number), the same-person pairs and the different-people pairs
+ * each in turn in file order, so every fold has the balance of the whole
+ * file and the split is the same on every run.  --folds file keeps the
+ * folds the file has (LFW's own folds keep each person in one fold).
  *
  * FRAPI_MODEL_DIR and FRAPI_THREADS configure the engine as for frapi.
  */
@@ -190,6 +196,38 @@ static double accuracy_at(const struct pair *p, int n, float thr, int fold,
         return total ? (double)right / total : 0;
 }
 
+/*
+ * Deals the pairs into n_folds folds: the j-th same-person pair of the
+ * file goes to fold j % n_folds, and so does the j-th different-people
+ * pair, so each fold holds the file's share of each class.
+ */
+static void refold(struct pair *p, int n, int n_folds)
+{
+        int dealt[2] = {0, 0};
+
+        for (int i = 0; i < n; i++)
+                p[i].fold = dealt[p[i].same]++ % n_folds;
+}
+
+/* Reads --folds: a number of folds from 2 to 1000, or "file" (0). */
+static int parse_folds(const char *v)
+{
+        char *end;
+        long n;
+
+        if (strcmp(v, "file") == 0)
+                return 0;
+        n = strtol(v, &end, 10);
+        if (end == v || *end || n < 2 || n > 1000) {
+                fprintf(stderr,
+                        "accuracy: --folds takes a number of folds from 2 "
+                        "to 1000 or \"file\", not '%s'\n",
+                        v);
+                exit(2);
+        }
+        return (int)n;
+}
+
 /* The threshold (midway between neighbouring scores) with the best
  * accuracy on the folds other than fold. */
 static float best_threshold(const struct pair *p, int n, int fold)
@@ -240,12 +278,22 @@ int main(int argc, char **argv)
         struct face_engine *eng;
         struct pair *pairs;
         char **names, err[512];
-        int n_pairs, n_folds, failed = 0;
+        int n_pairs, n_folds, failed = 0, folds = 10;
         double sum = 0, sum2 = 0, tsum = 0;
         struct timespec t0, t1;
 
+        /* --folds N, --folds=N or --folds file, before DIR PAIRS. */
+        if (argc >= 2 && strncmp(argv[1], "--folds=", 8) == 0) {
+                folds = parse_folds(argv[1] + 8);
+                argc--, argv++;
+        } else if (argc >= 3 && strcmp(argv[1], "--folds") == 0) {
+                folds = parse_folds(argv[2]);
+                argc -= 2, argv += 2;
+        }
         if (argc != 3) {
-                fprintf(stderr, "usage: accuracy DIR PAIRS\n");
+                fprintf(stderr,
+                        "usage: accuracy [--folds N | --folds file] DIR "
+                        "PAIRS\n");
                 return 2;
         }
         log_set_level(-1);
@@ -259,6 +307,21 @@ int main(int argc, char **argv)
                 return 1;
         }
         pairs = read_pairs(argv[1], argv[2], &n_pairs, &n_folds, &names);
+        if (folds) {
+                int same = 0;
+
+                for (int i = 0; i < n_pairs; i++)
+                        same += pairs[i].same;
+                if (folds > same || folds > n_pairs - same) {
+                        fprintf(stderr,
+                                "accuracy: %d folds need at least %d pairs of "
+                                "each kind; %s has %d same and %d different\n",
+                                folds, folds, argv[2], same, n_pairs - same);
+                        return 2;
+                }
+                refold(pairs, n_pairs, folds);
+                n_folds = folds;
+        }
 
         /* Embed every photo once. */
         qsort(photos, (size_t)n_photos, sizeof *photos, by_path);
@@ -292,10 +355,11 @@ int main(int argc, char **argv)
                                 : 0.0f;
         }
 
-        /* k-fold by the file's own folds. */
-        printf("photos %d (no face found in %d), pairs %d, folds %d, "
+        /* k-fold: the threshold of each fold is chosen on the others. */
+        printf("photos %d (no face found in %d), pairs %d, folds %d (%s), "
                "%.1f ms per photo\n",
                n_photos, failed, n_pairs, n_folds,
+               folds ? "dealt evenly by kind" : "the file's own",
                ((t1.tv_sec - t0.tv_sec) * 1e3 +
                 (t1.tv_nsec - t0.tv_nsec) / 1e6) /
                        n_photos);
