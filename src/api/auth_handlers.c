@@ -334,10 +334,9 @@ static void reply_mail_requested(struct auth_service *svc,
         snprintf(subject, sizeof subject, "mail:%s", email);
         for (char *p = subject; *p; p++)
                 *p = (char)tolower((unsigned char)*p);
-        bool flood = account_throttle_check(svc->store, subject,
-                                            MAIL_REQUESTS_PER_HOUR, 3600,
-                                            &retry) != ACCOUNT_OK;
-        account_throttle_fail(svc->store, subject);
+        struct account_throttle t = {subject, MAIL_REQUESTS_PER_HOUR, 0};
+        bool flood = account_throttle_take(svc->store, &t, 1, 3600, &retry) !=
+                     ACCOUNT_OK;
         if (!flood &&
             auth_request_mail(svc, email, verify, address_of(svc, req),
                               agent_of(req)) != 0) {
@@ -372,18 +371,15 @@ static void h_forgot(struct http_request *req, void *userdata)
  * Sign-in.
  */
 
-/* Checks both throttles of a login; false after answering 429. */
+/* Decides a login against both throttles (t: account, then address),
+ * counting it as a failure of both until forgiven; false after answering
+ * 429. */
 static bool login_allowed(struct auth_service *svc, struct http_request *req,
-                          const char *acct, const char *addr)
+                          struct account_throttle t[2])
 {
         int retry = 0;
-        enum account_status a = account_throttle_check(
-                svc->store, acct, svc->set.login_max_account,
-                svc->set.login_window_s, &retry);
-        if (a == ACCOUNT_OK)
-                a = account_throttle_check(svc->store, addr,
-                                           svc->set.login_max_address,
-                                           svc->set.login_window_s, &retry);
+        enum account_status a = account_throttle_take(
+                svc->store, t, 2, svc->set.login_window_s, &retry);
         if (a == ACCOUNT_OK)
                 return true;
         if (a == ACCOUNT_LIMITED) {
@@ -409,12 +405,18 @@ static void h_login(struct http_request *req, void *userdata)
                 return;
 
         /* Throttled before any work: per account (known or not, so the
-         * answer tells nothing) and per address. */
+         * answer tells nothing) and per address.  The attempt counts as
+         * a failure from here on, so concurrent guesses cannot all pass
+         * the limit; the right password takes it back. */
         snprintf(acct, sizeof acct, "acct:%s", email);
         for (char *p = acct; *p; p++)
                 *p = (char)tolower((unsigned char)*p);
         snprintf(addr, sizeof addr, "addr:%s", address_of(svc, req));
-        if (!login_allowed(svc, req, acct, addr))
+        struct account_throttle t[2] = {
+                {acct, svc->set.login_max_account, 0},
+                {addr, svc->set.login_max_address, 0},
+        };
+        if (!login_allowed(svc, req, t))
                 return;
 
         /* The same work and the same answer for a wrong email and a wrong
@@ -427,8 +429,6 @@ static void h_login(struct http_request *req, void *userdata)
         bool ok = password_verify(st == ACCOUNT_OK ? u.password_hash : NULL,
                                   password, strlen(password));
         if (!ok) {
-                account_throttle_fail(svc->store, acct);
-                account_throttle_fail(svc->store, addr);
                 audit(svc, req, "login",
                       st == ACCOUNT_OK ? "wrong_password" : "unknown_email",
                       st == ACCOUNT_OK ? &u : NULL);
@@ -437,6 +437,7 @@ static void h_login(struct http_request *req, void *userdata)
                 return;
         }
         account_throttle_clear(svc->store, acct);
+        account_throttle_forgive(svc->store, &t[1], 1);
 
         /* Right password, but the address is not confirmed yet. */
         if (u.verified_ms == 0) {
@@ -542,10 +543,12 @@ static bool factor_accepted(struct auth_service *svc, struct http_request *req,
         char subject[64];
         int retry = 0;
 
+        /* Counted as a failure until accepted, so that concurrent
+         * guesses cannot all pass the limit. */
         snprintf(subject, sizeof subject, "2fa:%s", u->id);
-        enum account_status st = account_throttle_check(
-                svc->store, subject, svc->set.login_max_account,
-                svc->set.login_window_s, &retry);
+        struct account_throttle t = {subject, svc->set.login_max_account, 0};
+        enum account_status st = account_throttle_take(
+                svc->store, &t, 1, svc->set.login_window_s, &retry);
         if (st != ACCOUNT_OK) {
                 if (st == ACCOUNT_LIMITED) {
                         audit(svc, req, event, "throttled", u);
@@ -557,7 +560,6 @@ static bool factor_accepted(struct auth_service *svc, struct http_request *req,
         }
         const char *refused = second_factor(svc, u, sealed, code, recovery);
         if (refused) {
-                account_throttle_fail(svc->store, subject);
                 audit(svc, req, event, refused, u);
                 reply_factor_refused(req, refused);
                 return false;
@@ -616,6 +618,14 @@ static void h_2fa_verify(struct http_request *req, void *userdata)
         if (st == ACCOUNT_OK)
                 st = account_by_id(svc->store, uid, &u);
         if (st == ACCOUNT_NOT_FOUND || st == ACCOUNT_EXPIRED) {
+                /* A failed second step, audited like a failed login; an
+                 * expired challenge still names its user. */
+                bool known = st == ACCOUNT_EXPIRED &&
+                             account_by_id(svc->store, uid, &u) == ACCOUNT_OK;
+                audit(svc, req, "login_2fa",
+                      st == ACCOUNT_EXPIRED ? "expired_challenge"
+                                            : "invalid_challenge",
+                      known ? &u : NULL);
                 http_reply_error(req, 401, "INVALID_CHALLENGE",
                                  "The login challenge is unknown, used or "
                                  "expired; sign in again.",
@@ -635,6 +645,7 @@ static void h_2fa_verify(struct http_request *req, void *userdata)
         /* Spend the challenge; a concurrent twin finds it gone. */
         if (account_token_use(svc->store, ACCOUNT_TOKEN_CHALLENGE, challenge,
                               true, uid) != ACCOUNT_OK) {
+                audit(svc, req, "login_2fa", "invalid_challenge", &u);
                 http_reply_error(req, 401, "INVALID_CHALLENGE",
                                  "The login challenge was already used.",
                                  "challenge");
@@ -722,6 +733,7 @@ static void h_logout(struct http_request *req, void *userdata)
 {
         struct auth_service *svc = userdata;
         char sid[JWTAUTH_ID_SIZE] = "", uid[JWTAUTH_ID_SIZE] = "";
+        char org[JWTAUTH_ID_SIZE] = "";
         const char *refresh = NULL;
 
         json_t *body = http_request_json(req);
@@ -745,6 +757,7 @@ static void h_logout(struct http_request *req, void *userdata)
                 }
                 snprintf(sid, sizeof sid, "%s", c.sid);
                 snprintf(uid, sizeof uid, "%s", c.sub);
+                snprintf(org, sizeof org, "%s", c.org);
         } else if (refresh) {
                 if (account_refresh_owner(svc->store, refresh, sid, uid) !=
                     ACCOUNT_OK) {
@@ -753,6 +766,12 @@ static void h_logout(struct http_request *req, void *userdata)
                                          "refresh_token");
                         return;
                 }
+
+                /* The audit names the organization, as for Bearer. */
+                struct account_user u;
+                if (account_by_id(svc->store, uid, &u) == ACCOUNT_OK)
+                        snprintf(org, sizeof org, "%s", u.org_id);
+                sodium_memzero(u.password_hash, sizeof u.password_hash);
         } else {
                 http_reply_error(req, 401, "MISSING_TOKEN",
                                  "Logout needs the Bearer access token or "
@@ -766,7 +785,7 @@ static void h_logout(struct http_request *req, void *userdata)
                 internal(req);
                 return;
         }
-        audit_record(svc->store, "logout", "ok", uid, NULL,
+        audit_record(svc->store, "logout", "ok", uid, org[0] ? org : NULL,
                      address_of(svc, req), agent_of(req), sid);
         http_reply_data(req, 200, json_pack("{s:b}", "logged_out", 1));
 }
@@ -858,21 +877,27 @@ static bool password_again(struct auth_service *svc, struct http_request *req,
                 return false;
 
         /* The login's per-account count: a stolen session is no way to
-         * guess the password faster. */
+         * guess the password faster.  Counted as a failure until the
+         * password proves right, like a login. */
         snprintf(acct, sizeof acct, "acct:%s", u->email);
         for (char *p = acct; *p; p++)
                 *p = (char)tolower((unsigned char)*p);
-        enum account_status st = account_throttle_check(
-                svc->store, acct, svc->set.login_max_account,
-                svc->set.login_window_s, &retry);
+        struct account_throttle t = {acct, svc->set.login_max_account, 0};
+        enum account_status st = account_throttle_take(
+                svc->store, &t, 1, svc->set.login_window_s, &retry);
         if (st == ACCOUNT_LIMITED) {
                 audit(svc, req, event, "throttled", u);
                 too_many(req, retry);
                 return false;
         }
-        if (password_verify(u->password_hash, password, strlen(password)))
+        if (st != ACCOUNT_OK) {
+                internal(req);
+                return false;
+        }
+        if (password_verify(u->password_hash, password, strlen(password))) {
+                account_throttle_forgive(svc->store, &t, 1);
                 return true;
-        account_throttle_fail(svc->store, acct);
+        }
         audit(svc, req, event, "wrong_password", u);
         http_reply_error(req, 401, "INVALID_CREDENTIALS",
                          "The password is wrong.", "password");

@@ -749,16 +749,14 @@ enum account_status account_recovery_use(struct store *s, const char *id,
         return finish(s, db, res, false);
 }
 
-enum account_status account_throttle_check(struct store *s, const char *subject,
-                                           int max, int window_s,
-                                           int *retry_after_s)
+/* Whether subject has max failures within window_s of now: 0 when not,
+ * 1 when it has (*retry_after_s set), -1 on error.  The caller holds the
+ * store lock. */
+static int throttle_over(sqlite3 *db, const char *subject, int max,
+                         int window_s, int64_t now, int *retry_after_s)
 {
-        int64_t now = store_now_ms(), since = now - (int64_t)window_s * 1000;
-        enum account_status res = ACCOUNT_ERROR;
-
-        assert(max > 0 && retry_after_s);
-        store_sqlite_lock(s);
-        sqlite3 *db = store_sqlite_db(s);
+        int64_t since = now - (int64_t)window_s * 1000;
+        int over = -1;
 
         /* The max-th newest failure in the window: once it leaves the
          * window, fewer than max remain and the subject may try again. */
@@ -768,21 +766,101 @@ enum account_status account_throttle_check(struct store *s, const char *subject,
                                  "DESC LIMIT 1 OFFSET ?",
                                  "sii", subject, since, (int64_t)(max - 1));
         if (!st)
-                goto out;
+                return -1;
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
                 int64_t free_at =
                         sqlite3_column_int64(st, 0) + (int64_t)window_s * 1000;
                 int64_t wait = (free_at - now + 999) / 1000;
                 *retry_after_s = wait < 1 ? 1 : (int)wait;
-                res = ACCOUNT_LIMITED;
+                over = 1;
         } else if (rc == SQLITE_DONE) {
-                res = ACCOUNT_OK;
+                over = 0;
+        } else {
+                log_error("auth", "The failure count could not be read: %s.",
+                          sqlite3_errmsg(db));
         }
         sqlite3_finalize(st);
-out:
+        return over;
+}
+
+enum account_status account_throttle_check(struct store *s, const char *subject,
+                                           int max, int window_s,
+                                           int *retry_after_s)
+{
+        assert(max > 0 && retry_after_s);
+        store_sqlite_lock(s);
+        int over = throttle_over(store_sqlite_db(s), subject, max, window_s,
+                                 store_now_ms(), retry_after_s);
         store_sqlite_unlock(s);
-        return res;
+        return over == 0   ? ACCOUNT_OK
+               : over == 1 ? ACCOUNT_LIMITED
+                           : ACCOUNT_ERROR;
+}
+
+enum account_status account_throttle_take(struct store *s,
+                                          struct account_throttle *t, size_t n,
+                                          int window_s, int *retry_after_s)
+{
+        int64_t now = store_now_ms();
+        enum account_status res = ACCOUNT_OK;
+
+        assert(t && n > 0 && retry_after_s);
+        sqlite3 *db = begin(s);
+        if (!db)
+                return ACCOUNT_ERROR;
+
+        /* Every subject first: the attempt is refused when any is over,
+         * and then it counts for none of them. */
+        *retry_after_s = 0;
+        for (size_t i = 0; i < n && res != ACCOUNT_ERROR; i++) {
+                int wait = 0;
+                assert(t[i].max > 0);
+                int over = throttle_over(db, t[i].subject, t[i].max, window_s,
+                                         now, &wait);
+                if (over < 0)
+                        res = ACCOUNT_ERROR;
+                else if (over > 0) {
+                        res = ACCOUNT_LIMITED;
+                        if (wait > *retry_after_s)
+                                *retry_after_s = wait;
+                }
+        }
+        if (res != ACCOUNT_OK)
+                return finish(s, db, res, false);
+
+        /* Counted as failures now, inside the same transaction, so that
+         * the next attempt's check already sees this one. */
+        int changed = run(db, query(db,
+                                    "DELETE FROM auth_failures WHERE "
+                                    "at_ms < ?",
+                                    "i", now - 86400000LL));
+        for (size_t i = 0; i < n && changed >= 0; i++) {
+                changed = run(db, query(db,
+                                        "INSERT INTO auth_failures (subject, "
+                                        "at_ms) VALUES (?, ?)",
+                                        "si", t[i].subject, now));
+                t[i].attempt = sqlite3_last_insert_rowid(db);
+        }
+        return finish(s, db, changed == 1 ? ACCOUNT_OK : ACCOUNT_ERROR, false);
+}
+
+enum account_status account_throttle_forgive(struct store *s,
+                                             const struct account_throttle *t,
+                                             size_t n)
+{
+        assert(t);
+        sqlite3 *db = begin(s);
+        if (!db)
+                return ACCOUNT_ERROR;
+        int changed = 0;
+        for (size_t i = 0; i < n && changed >= 0; i++)
+                changed = run(db,
+                              query(db,
+                                    "DELETE FROM auth_failures WHERE "
+                                    "rowid = ? AND subject = ?",
+                                    "is", (int64_t)t[i].attempt, t[i].subject));
+        return finish(s, db, changed < 0 ? ACCOUNT_ERROR : ACCOUNT_OK, false);
 }
 
 enum account_status account_throttle_fail(struct store *s, const char *subject)

@@ -173,6 +173,9 @@ enum account_status account_recovery_use(struct store *s, const char *id,
  * Login throttling by subject ("acct:<email>", "addr:<address>"): check
  * answers ACCOUNT_LIMITED with *retry_after_s (>= 1) when max failures
  * happened within window_s; fail records one; clear forgets a subject's.
+ * check followed by fail is no decision: concurrent requests can all pass
+ * the check before any of them fails.  Requests decide with
+ * account_throttle_take instead.
  */
 enum account_status account_throttle_check(struct store *s, const char *subject,
                                            int max, int window_s,
@@ -180,5 +183,32 @@ enum account_status account_throttle_check(struct store *s, const char *subject,
 enum account_status account_throttle_fail(struct store *s, const char *subject);
 enum account_status account_throttle_clear(struct store *s,
                                            const char *subject);
+
+/* One subject of a throttled attempt, with its limit. */
+struct account_throttle {
+        const char *subject;
+        int max;           /* failures allowed within the window */
+        long long attempt; /* set by take: the failure counted in advance */
+};
+
+/*
+ * Decides one attempt against the n subjects of t atomically: when none of
+ * them has max failures within window_s, counts the attempt as a failure
+ * of every subject (before its outcome is known, so concurrent attempts
+ * see each other) and answers ACCOUNT_OK; otherwise counts nothing and
+ * answers ACCOUNT_LIMITED with *retry_after_s (>= 1), the longest wait of
+ * the subjects over their limit.  An attempt that turns out to succeed is
+ * taken back with account_throttle_forgive.
+ */
+enum account_status account_throttle_take(struct store *s,
+                                          struct account_throttle *t, size_t n,
+                                          int window_s, int *retry_after_s);
+
+/* Takes back the failures account_throttle_take counted for t (n
+ * subjects): the attempt succeeded.  Subjects cleared meanwhile are
+ * fine. */
+enum account_status account_throttle_forgive(struct store *s,
+                                             const struct account_throttle *t,
+                                             size_t n);
 
 #endif

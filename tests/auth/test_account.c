@@ -1,7 +1,8 @@
 /* Accounts on a real SQLite store in a throwaway directory: refresh
  * rotation and reuse (case S4), single-use mail tokens, newer resets
  * voiding older ones, password change ending sessions, TOTP step
- * compare-and-set (case S2), recovery codes, throttling. */
+ * compare-and-set (case S2), recovery codes, throttling (also with
+ * concurrent attempts). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include "auth/account.h"
 #include "store/store_sqlite.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +293,91 @@ static void throttling(void **state)
                          ACCOUNT_OK);
 }
 
+/* take decides and counts in one step; forgive takes a success back; a
+ * subject over its limit refuses the attempt for every subject. */
+static void throttle_take_and_forgive(void **state)
+{
+        struct fixture *f = *state;
+        int retry = 0;
+
+        for (int i = 0; i < 3; i++) {
+                struct account_throttle t = {"acct:x", 3, 0};
+                assert_int_equal(account_throttle_take(f->s, &t, 1, 60, &retry),
+                                 ACCOUNT_OK);
+                assert_true(t.attempt > 0);
+        }
+        struct account_throttle t = {"acct:x", 3, 0};
+        assert_int_equal(account_throttle_take(f->s, &t, 1, 60, &retry),
+                         ACCOUNT_LIMITED);
+        assert_in_range(retry, 59, 60);
+
+        /* A refused attempt counts for none of its subjects. */
+        struct account_throttle two[2] = {{"acct:x", 3, 0}, {"addr:a", 2, 0}};
+        assert_int_equal(account_throttle_take(f->s, two, 2, 60, &retry),
+                         ACCOUNT_LIMITED);
+        assert_int_equal(account_throttle_check(f->s, "addr:a", 1, 60, &retry),
+                         ACCOUNT_OK);
+
+        /* A success taken back leaves room for the next attempt. */
+        struct account_throttle y = {"acct:y", 1, 0};
+        assert_int_equal(account_throttle_take(f->s, &y, 1, 60, &retry),
+                         ACCOUNT_OK);
+        assert_int_equal(account_throttle_check(f->s, "acct:y", 1, 60, &retry),
+                         ACCOUNT_LIMITED);
+        assert_int_equal(account_throttle_forgive(f->s, &y, 1), ACCOUNT_OK);
+        assert_int_equal(account_throttle_take(f->s, &y, 1, 60, &retry),
+                         ACCOUNT_OK);
+
+        /* Forgiving after a clear is harmless. */
+        assert_int_equal(account_throttle_clear(f->s, "acct:y"), ACCOUNT_OK);
+        assert_int_equal(account_throttle_forgive(f->s, &y, 1), ACCOUNT_OK);
+}
+
+#define RACERS 24
+
+struct racer {
+        struct store *s;
+        pthread_barrier_t *go;
+        enum account_status got;
+};
+
+static void *race_take(void *arg)
+{
+        struct racer *r = arg;
+        struct account_throttle t[2] = {{"acct:race", 5, 0},
+                                        {"addr:race", 100, 0}};
+        int retry = 0;
+
+        pthread_barrier_wait(r->go);
+        r->got = account_throttle_take(r->s, t, 2, 60, &retry);
+        return NULL;
+}
+
+/* Many threads at once: exactly max of them pass, never more. */
+static void throttle_take_concurrent(void **state)
+{
+        struct fixture *f = *state;
+        pthread_t th[RACERS];
+        struct racer r[RACERS];
+        pthread_barrier_t go;
+        int passed = 0, limited = 0;
+
+        pthread_barrier_init(&go, NULL, RACERS);
+        for (int i = 0; i < RACERS; i++) {
+                r[i] = (struct racer){f->s, &go, ACCOUNT_ERROR};
+                assert_int_equal(pthread_create(&th[i], NULL, race_take, &r[i]),
+                                 0);
+        }
+        for (int i = 0; i < RACERS; i++) {
+                pthread_join(th[i], NULL);
+                passed += r[i].got == ACCOUNT_OK;
+                limited += r[i].got == ACCOUNT_LIMITED;
+        }
+        pthread_barrier_destroy(&go);
+        assert_int_equal(passed, 5);
+        assert_int_equal(limited, RACERS - 5);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -307,6 +394,10 @@ int main(void)
                 cmocka_unit_test_setup_teardown(s2_totp_step_compare_and_set,
                                                 setup, teardown),
                 cmocka_unit_test_setup_teardown(throttling, setup, teardown),
+                cmocka_unit_test_setup_teardown(throttle_take_and_forgive,
+                                                setup, teardown),
+                cmocka_unit_test_setup_teardown(throttle_take_concurrent, setup,
+                                                teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
