@@ -376,8 +376,14 @@ struct auth_service *auth_service_start(struct store *s, const char *data_dir,
                 goto fail;
         crypto_kdf_derive_from_key(svc->totp_key, sizeof svc->totp_key, 1,
                                    "frapitot", svc->key.secret);
-        svc->mail = mail_queue_start(s, &set->smtp, set->mail_retry_s,
+
+        /* Queued mail holds live links: sealed with a key of its own. */
+        unsigned char mail_key[MAIL_KEY_SIZE];
+        crypto_kdf_derive_from_key(mail_key, sizeof mail_key, 2, "frapimai",
+                                   svc->key.secret);
+        svc->mail = mail_queue_start(s, &set->smtp, mail_key, set->mail_retry_s,
                                      set->mail_max_attempts);
+        sodium_memzero(mail_key, sizeof mail_key);
         if (!svc->mail)
                 goto fail;
 

@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <curl/curl.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,8 @@ static const char *const migrations[] = {
 struct mail_queue {
         struct store *store;
         struct smtp_config cfg;
+        unsigned char key[MAIL_KEY_SIZE];
+        bool sealed; /* queued bodies are sealed with key */
         int retry_base_s;
         int max_attempts;
         bool sending; /* a host is configured and the thread runs */
@@ -36,12 +39,85 @@ struct mail_queue {
         pthread_cond_t wake;
 };
 
-/* One message taken from the table for sending. */
+/* One message taken from the table for sending.  unreadable: its bodies
+ * could not be opened. */
 struct pending {
         long long id;
         int attempts;
+        bool unreadable;
         char *to, *subject, *text, *html;
 };
+
+/* Marks a body sealed by seal_body(); rows without it are in the clear
+ * (the outbox, or a queue that ran without a key). */
+#define SEALED_PREFIX "sealed1:"
+
+enum {
+        SEAL_NONCE = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+        SEAL_MAC = crypto_aead_xchacha20poly1305_ietf_ABYTES,
+};
+
+/* The text to store for body, sealed with the queue's key: SEALED_PREFIX and
+ * base64 of nonce, ciphertext and tag. malloc'ed; NULL when out of memory. */
+static char *seal_body(const struct mail_queue *q, const char *body)
+{
+        assert(q->sealed);
+        size_t len = strlen(body), boxlen = SEAL_NONCE + len + SEAL_MAC;
+        size_t b64 = sodium_base64_encoded_len(boxlen,
+                                               sodium_base64_VARIANT_ORIGINAL);
+        unsigned char *box = malloc(boxlen);
+        char *out = malloc(sizeof SEALED_PREFIX - 1 + b64);
+        if (!box || !out) {
+                free(box);
+                free(out);
+                return NULL;
+        }
+
+        /* A random nonce in front, then the ciphertext and its tag. */
+        randombytes_buf(box, SEAL_NONCE);
+        crypto_aead_xchacha20poly1305_ietf_encrypt(
+                box + SEAL_NONCE, NULL, (const unsigned char *)body, len, NULL,
+                0, NULL, box, q->key);
+        memcpy(out, SEALED_PREFIX, sizeof SEALED_PREFIX - 1);
+        sodium_bin2base64(out + sizeof SEALED_PREFIX - 1, b64, box, boxlen,
+                          sodium_base64_VARIANT_ORIGINAL);
+        free(box);
+        return out;
+}
+
+/* The body stored as text: opened when sealed, copied when in the
+ * clear.  malloc'ed; NULL when out of memory or when it does not open
+ * with the queue's key. */
+static char *open_body(const struct mail_queue *q, const char *text)
+{
+        size_t plen = sizeof SEALED_PREFIX - 1;
+        if (strncmp(text, SEALED_PREFIX, plen) != 0)
+                return strdup(text);
+        if (!q->sealed)
+                return NULL;
+        text += plen;
+        size_t cap = strlen(text) / 4 * 3 + 3, boxlen = 0;
+        unsigned char *box = malloc(cap);
+        char *out = NULL;
+        unsigned long long len = 0;
+        if (!box ||
+            sodium_base642bin(box, cap, text, strlen(text), NULL, &boxlen, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            boxlen < SEAL_NONCE + SEAL_MAC)
+                goto out;
+        out = malloc(boxlen - SEAL_NONCE - SEAL_MAC + 1);
+        if (out && crypto_aead_xchacha20poly1305_ietf_decrypt(
+                           (unsigned char *)out, &len, NULL, box + SEAL_NONCE,
+                           boxlen - SEAL_NONCE, NULL, 0, box, q->key) != 0) {
+                free(out);
+                out = NULL;
+        }
+        if (out)
+                out[len] = '\0';
+out:
+        free(box);
+        return out;
+}
 
 int mail_migrate(struct store *s)
 {
@@ -81,9 +157,12 @@ static int take_due(struct mail_queue *q, struct pending *p)
                 p->attempts = sqlite3_column_int(st, 1);
                 p->to = dup_col(st, 2);
                 p->subject = dup_col(st, 3);
-                p->text = dup_col(st, 4);
-                p->html = dup_col(st, 5);
-                found = p->to && p->subject && p->text && p->html ? 1 : -1;
+                const unsigned char *t = sqlite3_column_text(st, 4);
+                const unsigned char *h = sqlite3_column_text(st, 5);
+                p->text = open_body(q, t ? (const char *)t : "");
+                p->html = open_body(q, h ? (const char *)h : "");
+                p->unreadable = !p->text || !p->html;
+                found = p->to && p->subject ? 1 : -1;
         } else if (rc == SQLITE_DONE) {
                 found = 0;
         }
@@ -98,6 +177,11 @@ out:
 
 static void pending_free(struct pending *p)
 {
+        /* The bodies hold live links. */
+        if (p->text)
+                sodium_memzero(p->text, strlen(p->text));
+        if (p->html)
+                sodium_memzero(p->html, strlen(p->html));
         free(p->to);
         free(p->subject);
         free(p->text);
@@ -146,6 +230,16 @@ static void send_one(struct mail_queue *q, struct pending *p)
         char err[256] = "";
         struct smtp_message msg = {p->to, p->subject, p->text, p->html};
 
+        /* Sealed under another key (jwt.secret replaced): it can never
+         * be sent. */
+        if (p->unreadable) {
+                note_attempt(q, p, "failed", 0, "the message cannot be opened");
+                log_error("mail",
+                          "Mail %lld cannot be opened with this server's "
+                          "key (was jwt.secret replaced?) and is given up.",
+                          p->id);
+                return;
+        }
         if (smtp_send(&q->cfg, &msg, err, sizeof err) == 0) {
                 note_attempt(q, p, "sent", 0, NULL);
                 log_info("mail", "Mail %lld was sent.", p->id);
@@ -197,7 +291,8 @@ static void *sender(void *arg)
 
 struct mail_queue *mail_queue_start(struct store *s,
                                     const struct smtp_config *cfg,
-                                    int retry_base_s, int max_attempts)
+                                    const unsigned char *key, int retry_base_s,
+                                    int max_attempts)
 {
         assert(s && cfg);
         struct mail_queue *q = calloc(1, sizeof *q);
@@ -205,6 +300,10 @@ struct mail_queue *mail_queue_start(struct store *s,
                 return NULL;
         q->store = s;
         q->cfg = *cfg;
+        if (key) {
+                memcpy(q->key, key, sizeof q->key);
+                q->sealed = true;
+        }
         q->retry_base_s = retry_base_s > 0 ? retry_base_s : 30;
         q->max_attempts = max_attempts > 0 ? max_attempts : 8;
         pthread_mutex_init(&q->lock, NULL);
@@ -229,6 +328,7 @@ struct mail_queue *mail_queue_start(struct store *s,
 fail:
         pthread_cond_destroy(&q->wake);
         pthread_mutex_destroy(&q->lock);
+        sodium_memzero(q->key, sizeof q->key);
         free(q);
         return NULL;
 }
@@ -243,6 +343,17 @@ long long mail_send(struct mail_queue *q, const struct smtp_message *msg)
             !msg->text || !msg->html)
                 return -1;
 
+        /* Bodies waiting to be sent are sealed; the outbox is read by
+         * `frapi outbox`, which has no key. */
+        bool seal = q->sending && q->sealed;
+        char *text = seal ? seal_body(q, msg->text) : NULL;
+        char *html = seal ? seal_body(q, msg->html) : NULL;
+        if (seal && (!text || !html)) {
+                free(text);
+                free(html);
+                return -1;
+        }
+
         /* Into the table; the sender picks it up. */
         const char *status = q->sending ? "queued" : "outbox";
         store_sqlite_lock(q->store);
@@ -255,8 +366,10 @@ long long mail_send(struct mail_queue *q, const struct smtp_message *msg)
                 int64_t now = store_now_ms();
                 sqlite3_bind_text(st, 1, msg->to, -1, SQLITE_TRANSIENT);
                 sqlite3_bind_text(st, 2, msg->subject, -1, SQLITE_TRANSIENT);
-                sqlite3_bind_text(st, 3, msg->text, -1, SQLITE_TRANSIENT);
-                sqlite3_bind_text(st, 4, msg->html, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(st, 3, seal ? text : msg->text, -1,
+                                  SQLITE_TRANSIENT);
+                sqlite3_bind_text(st, 4, seal ? html : msg->html, -1,
+                                  SQLITE_TRANSIENT);
                 sqlite3_bind_text(st, 5, status, -1, SQLITE_STATIC);
                 sqlite3_bind_int64(st, 6, now);
                 sqlite3_bind_int64(st, 7, now);
@@ -268,6 +381,8 @@ long long mail_send(struct mail_queue *q, const struct smtp_message *msg)
                           sqlite3_errmsg(db));
         sqlite3_finalize(st);
         store_sqlite_unlock(q->store);
+        free(text);
+        free(html);
         if (id < 0)
                 return -1;
 
@@ -298,6 +413,7 @@ void mail_queue_stop(struct mail_queue *q)
         }
         pthread_cond_destroy(&q->wake);
         pthread_mutex_destroy(&q->lock);
+        sodium_memzero(q->key, sizeof q->key);
         free(q);
 }
 

@@ -2,9 +2,12 @@
  * mail.h - the mail queue.  Messages are written to the mail_queue table
  * of the store's database (module "mail") and sent by one background
  * thread over SMTP (smtp.h), retried with growing delays, so that sending
- * never slows a request.  Without an SMTP host the messages are kept in
- * the same table as the outbox: the event log says so and `frapi outbox`
- * prints them, so a fresh install works without a mail server.
+ * never slows a request.  Their bodies hold live links (verification,
+ * reset), so while queued they are sealed with the queue's key and once
+ * sent or given up they are erased.  Without an SMTP host the messages
+ * are kept in the same table as the outbox, in the clear: the event log
+ * says so and `frapi outbox` prints them, so a fresh install works
+ * without a mail server.
  */
 #ifndef FRAPI_MAIL_MAIL_H
 #define FRAPI_MAIL_MAIL_H
@@ -14,6 +17,9 @@
 
 #include <stdio.h>
 
+/* Bytes of the key that seals queued bodies. */
+#define MAIL_KEY_SIZE 32
+
 struct mail_queue;
 
 /* Creates the table.  Returns 0 or -1. */
@@ -22,13 +28,18 @@ int mail_migrate(struct store *s);
 /*
  * Starts the queue on store s with SMTP settings cfg (copied).  With a
  * host, a sender thread starts and also sends what an earlier run left
- * queued; without one, mail goes to the outbox.  retry_base_s is the
+ * queued; without one, mail goes to the outbox.  key (MAIL_KEY_SIZE
+ * bytes, copied) seals the bodies of queued messages in the database
+ * (XChaCha20-Poly1305), so the links in them never reach its files in
+ * the clear; a queued message the key cannot open (sealed under another
+ * key) is given up.  NULL keeps them in the clear.  retry_base_s is the
  * first retry delay (doubling each time), max_attempts the number of
  * tries before a message is marked failed.  NULL on failure.
  */
 struct mail_queue *mail_queue_start(struct store *s,
                                     const struct smtp_config *cfg,
-                                    int retry_base_s, int max_attempts);
+                                    const unsigned char *key, int retry_base_s,
+                                    int max_attempts);
 
 /*
  * Queues one message (fields as struct smtp_message).  Returns the

@@ -112,7 +112,7 @@ static void verification_mail_composed(void **state)
         assert_int_equal(store_sqlite_open(dir, &svc.store, err, sizeof err),
                          STORE_OK);
         assert_int_equal(account_migrate(svc.store), 0);
-        svc.mail = mail_queue_start(svc.store, &none, 1, 1);
+        svc.mail = mail_queue_start(svc.store, &none, NULL, 1, 1);
         assert_non_null(svc.mail);
         svc.set.verify_ttl_s = 86400;
         strcpy(svc.set.public_url, "https://frapi.example.com");

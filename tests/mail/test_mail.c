@@ -1,5 +1,6 @@
 /* The mail queue (mail/mail, mail/smtp): header safety, the outbox
- * without SMTP, and retries then giving up when the server is down. */
+ * without SMTP, retries then giving up when the server is down, and
+ * queued bodies sealed at rest. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -81,7 +82,7 @@ static void outbox_without_smtp(void **state)
         char *out = NULL;
         size_t len = 0;
 
-        struct mail_queue *q = mail_queue_start(f->s, &cfg, 1, 2);
+        struct mail_queue *q = mail_queue_start(f->s, &cfg, NULL, 1, 2);
         assert_non_null(q);
         assert_true(mail_send(q, &good) > 0);
 
@@ -149,7 +150,7 @@ static void retries_then_gives_up(void **state)
         cfg.port = closed_port();
 
         /* Two tries one second apart, then "failed"; never a hang. */
-        struct mail_queue *q = mail_queue_start(f->s, &cfg, 1, 2);
+        struct mail_queue *q = mail_queue_start(f->s, &cfg, NULL, 1, 2);
         assert_non_null(q);
         long long id = mail_send(q, &good);
         assert_true(id > 0);
@@ -183,6 +184,81 @@ static void retries_then_gives_up(void **state)
         fclose(m);
 }
 
+/* Column col of mail id, copied into out. */
+static void mail_text(struct store *s, long long id, const char *col, char *out,
+                      size_t n)
+{
+        char sql[128];
+        sqlite3_stmt *st;
+
+        snprintf(sql, sizeof sql, "SELECT %s FROM mail_queue WHERE id = ?",
+                 col);
+        store_sqlite_lock(s);
+        assert_int_equal(
+                sqlite3_prepare_v2(store_sqlite_db(s), sql, -1, &st, NULL),
+                SQLITE_OK);
+        sqlite3_bind_int64(st, 1, id);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        snprintf(out, n, "%s", t ? (const char *)t : "");
+        sqlite3_finalize(st);
+        store_sqlite_unlock(s);
+}
+
+/* With a key, a queued message's bodies are sealed in the table (the
+ * link is not there), the sender opens them to try; a queue with
+ * another key cannot, and gives the message up at once. */
+static void sealed_while_queued(void **state)
+{
+        struct fixture *f = *state;
+        struct smtp_config cfg = {.timeout_s = 5};
+        unsigned char key[MAIL_KEY_SIZE], other[MAIL_KEY_SIZE];
+        char text[4096], html[4096], status[16] = "", error[128];
+        int attempts = 0;
+
+        randombytes_buf(key, sizeof key);
+        randombytes_buf(other, sizeof other);
+        snprintf(cfg.host, sizeof cfg.host, "127.0.0.1");
+        snprintf(cfg.from, sizeof cfg.from, "frapi@localhost");
+        cfg.port = closed_port();
+
+        /* One failed try (the server is down) proves the sender read it. */
+        struct mail_queue *q = mail_queue_start(f->s, &cfg, key, 1, 5);
+        assert_non_null(q);
+        long long id = mail_send(q, &good);
+        assert_true(id > 0);
+        mail_text(f->s, id, "text_body", text, sizeof text);
+        mail_text(f->s, id, "html_body", html, sizeof html);
+        assert_true(strncmp(text, "sealed1:", 8) == 0);
+        assert_true(strncmp(html, "sealed1:", 8) == 0);
+        assert_null(strstr(text, "token=abc"));
+        for (int i = 0; i < 50 && attempts == 0; i++) {
+                usleep(100000);
+                mail_state(f->s, id, status, sizeof status, &attempts);
+        }
+        mail_queue_stop(q);
+        assert_string_equal(status, "queued");
+        assert_int_equal(attempts, 1);
+        mail_text(f->s, id, "last_error", error, sizeof error);
+        assert_null(strstr(error, "opened"));
+
+        /* Another key: given up without a try at the server. */
+        q = mail_queue_start(f->s, &cfg, other, 1, 5);
+        assert_non_null(q);
+        for (int i = 0; i < 50; i++) {
+                mail_state(f->s, id, status, sizeof status, &attempts);
+                if (strcmp(status, "failed") == 0)
+                        break;
+                usleep(100000);
+        }
+        mail_queue_stop(q);
+        assert_string_equal(status, "failed");
+        mail_text(f->s, id, "last_error", error, sizeof error);
+        assert_string_equal(error, "the message cannot be opened");
+        mail_text(f->s, id, "text_body", text, sizeof text);
+        assert_string_equal(text, "");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -190,6 +266,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(outbox_without_smtp, setup,
                                                 teardown),
                 cmocka_unit_test_setup_teardown(retries_then_gives_up, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(sealed_while_queued, setup,
                                                 teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
