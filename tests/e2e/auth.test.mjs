@@ -2,8 +2,10 @@
 // with a real SMTP server on loopback catching the mail and the tests
 // following its links: register, verify, login, 2FA (case S2), refresh
 // rotation and reuse (case S4), logout, sessions, password reset (replay,
-// voiding, expiry), same answers for known and unknown emails, forged
-// tokens (case S1), throttling.
+// voiding, expiry), verification link expiry, same answers for known and
+// unknown emails, forged tokens (case S1), throttling (also of parallel
+// guesses), the audit trail, tokens stored only as digests, and mail
+// through STARTTLS with credentials.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,7 +13,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
-  forgeJwt, serverSecret, startMailServer, startServer, stepNow, totpAt,
+  dbFiles, dbQuery, forgeJwt, makeCertificate, serverSecret, startMailServer,
+  startServer, stepNow, totpAt,
 } from './lib/authenv.mjs';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -600,6 +603,373 @@ test('wrong codes and passwords behind a session are throttled too', async () =>
   }
   const locked = await post('/login', { email, password: PASSWORD });
   assert.equal(locked.status, 429);
+});
+
+test('two-factor disable: a wrong code is refused and 2FA stays on; a TOTP code turns it off', async () => {
+  const email = newEmail('totpoff');
+  await registerVerified(email);
+  const t = await login(email);
+  const tok = t.access_token;
+  const { secret } = (await post('/2fa/setup', { password: PASSWORD }, { token: tok })).body.data;
+  secrets.add(secret);
+  const step = stepNow();
+  assert.equal((await post('/2fa/enable', { code: totpAt(secret, step) }, { token: tok })).status, 200);
+
+  // A wrong code (far from now) with the right password: refused.
+  const wrong = await post('/2fa/disable',
+    { password: PASSWORD, code: totpAt(secret, step + 7) }, { token: tok });
+  assert.equal(wrong.status, 401);
+  assert.equal(wrong.body.error.code, 'INVALID_TOTP_CODE');
+  assert.equal(wrong.body.error.param, 'code');
+  const still = await get('/me', { token: tok });
+  assert.equal(still.body.data.two_factor_enabled, true);
+  const asks = await post('/login', { email, password: PASSWORD });
+  assert.equal(asks.body.data.requires_2fa, true);
+
+  // The code of the enabling step is spent (S2); the next one works.
+  const replay = await post('/2fa/disable',
+    { password: PASSWORD, code: totpAt(secret, step) }, { token: tok });
+  assert.equal(replay.status, 401);
+  assert.equal(replay.body.error.code, 'TOTP_CODE_ALREADY_USED');
+  const off = await post('/2fa/disable',
+    { password: PASSWORD, code: totpAt(secret, step + 1) }, { token: tok });
+  assert.equal(off.status, 200, JSON.stringify(off.body));
+  assert.equal(off.body.data.two_factor_enabled, false);
+  assert.equal((await get('/me', { token: tok })).body.data.two_factor_enabled, false);
+  assert.ok((await login(email)).access_token);
+});
+
+test('resend-verification answers an unknown address as a known one, and mails only the known', async () => {
+  const known = newEmail('unverified');
+  const r = await post('/register', { email: known, password: PASSWORD, name: 'Una' });
+  assert.equal(r.status, 201);
+  await mail.waitFor(known);
+  const ghost = newEmail('nobody');
+  const a = await post('/resend-verification', { email: known });
+  const b = await post('/resend-verification', { email: ghost });
+  assert.equal(a.status, 202);
+  assert.equal(b.status, a.status);
+  assert.equal(b.body.success, true);
+  assert.deepEqual(b.body, a.body);
+  assert.deepEqual([...b.headers.keys()].sort(), [...a.headers.keys()].sort());
+  linkOf(await mail.waitFor(known, { after: 1 }));
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.equal(mail.count(ghost), 0);
+});
+
+test('a verification link followed after its lifetime: VERIFICATION_TOKEN_EXPIRED', async () => {
+  const short = await startServer({
+    FRAPI_SMTP_HOST: '127.0.0.1',
+    FRAPI_SMTP_PORT: String(mail.port),
+    FRAPI_SMTP_STARTTLS: 'false',
+    FRAPI_VERIFY_TOKEN_TTL_S: '2',
+  });
+  try {
+    const email = newEmail('late');
+    const reg = await fetch(`${short.base}/api/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email, password: PASSWORD, name: 'Late' }),
+    });
+    assert.equal(reg.status, 201);
+    const { url } = linkOf(await mail.waitFor(email));
+    assert.ok(url.startsWith(short.base), url);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const r = await fetch(url);
+    const body = await r.json();
+    assert.equal(r.status, 400);
+    assert.equal(body.success, false);
+    assert.equal(body.error.code, 'VERIFICATION_TOKEN_EXPIRED');
+    assert.equal(body.error.param, 'token');
+
+    // Still unverified: the login says so.
+    const l = await fetch(`${short.base}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email, password: PASSWORD }),
+    });
+    assert.equal(l.status, 403);
+    assert.equal((await l.json()).error.code, 'EMAIL_NOT_VERIFIED');
+  } finally {
+    await short.stop();
+  }
+});
+
+test('parallel wrong logins: no more failures than the limit get a 401', async () => {
+  const limitAccount = 4;
+  const limitAddress = 12;
+  const own = await startServer({
+    FRAPI_SMTP_HOST: '',
+    FRAPI_LOGIN_WINDOW_S: '120',
+    FRAPI_LOGIN_MAX_PER_ACCOUNT: String(limitAccount),
+    FRAPI_LOGIN_MAX_PER_ADDRESS: String(limitAddress),
+  });
+  const loginOn = async (email) => {
+    const r = await fetch(`${own.base}/api/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email, password: 'wrong password!' }),
+    });
+    const body = await r.json();
+    return { status: r.status, body, retry: r.headers.get('retry-after') };
+  };
+  const tally = (rs) => ({
+    unauthorized: rs.filter((r) => r.status === 401).length,
+    throttled: rs.filter((r) => r.status === 429).length,
+  });
+  try {
+    // One account, three times its limit at once.
+    const email = newEmail('burst');
+    const rs = await Promise.all(Array.from({ length: limitAccount * 3 },
+      () => loginOn(email)));
+    assert.deepEqual(tally(rs), { unauthorized: limitAccount, throttled: limitAccount * 2 });
+    for (const r of rs.filter((x) => x.status === 429)) {
+      assert.equal(r.body.error.code, 'TOO_MANY_ATTEMPTS');
+      assert.ok(Number(r.retry) >= 1, String(r.retry));
+    }
+
+    // One address, many accounts: the address limit holds the same way
+    // (the burst above already spent limitAccount of it).
+    const spray = await Promise.all(Array.from({ length: limitAddress * 3 },
+      () => loginOn(newEmail('sprayed'))));
+    assert.deepEqual(tally(spray), {
+      unauthorized: limitAddress - limitAccount,
+      throttled: limitAddress * 3 - (limitAddress - limitAccount),
+    });
+
+    // The store agrees: each counted failure is one row.
+    const rows = dbQuery(own.dataDir,
+      "SELECT count(*) AS n FROM auth_failures WHERE subject LIKE 'addr:%'");
+    assert.equal(rows[0].n, limitAddress);
+  } finally {
+    await own.stop();
+  }
+});
+
+test('every auth flow writes the audit log: user, organization, address, user agent, outcome', async () => {
+  const ua = `audit-e2e/${process.pid}`;
+  const as = { headers: { 'User-Agent': ua } };
+  const email = newEmail('audit');
+  const reg = await post('/register', { email, password: PASSWORD, name: 'Audrey' }, as);
+  assert.equal(reg.status, 201);
+  const uid = reg.body.data.id;
+  const org = reg.body.data.organization.id;
+  assert.equal((await get(linkOf(await mail.waitFor(email)).url, as)).status, 200);
+  assert.equal((await post('/login', { email, password: 'not the password' }, as)).status, 401);
+  const t = (await post('/login', { email, password: PASSWORD }, as)).body.data;
+  secrets.add(t.access_token);
+  secrets.add(t.refresh_token);
+
+  // Two-factor on, a login through it, a bad challenge, then off.
+  const { secret } = (await post('/2fa/setup', { password: PASSWORD },
+    { token: t.access_token, ...as })).body.data;
+  secrets.add(secret);
+  const step = stepNow();
+  const en = await post('/2fa/enable', { code: totpAt(secret, step) },
+    { token: t.access_token, ...as });
+  assert.equal(en.status, 200);
+  const recovery = en.body.data.recovery_codes;
+  recovery.forEach((c) => secrets.add(c));
+  const ch = (await post('/login', { email, password: PASSWORD }, as)).body.data.challenge;
+  secrets.add(ch);
+  const bad = await post('/2fa/verify', { challenge: 'y'.repeat(43), code: '123456' }, as);
+  assert.equal(bad.status, 401);
+  assert.equal(bad.body.error.code, 'INVALID_CHALLENGE');
+  const v = await post('/2fa/verify', { challenge: ch, code: totpAt(secret, step + 1) }, as);
+  assert.equal(v.status, 200);
+  secrets.add(v.body.data.access_token);
+  secrets.add(v.body.data.refresh_token);
+  assert.equal((await post('/2fa/disable', { password: PASSWORD, recovery_code: recovery[0] },
+    { token: t.access_token, ...as })).status, 200);
+
+  // Logout by Bearer and by refresh token, then a reset.
+  assert.equal((await post('/logout', undefined, { token: t.access_token, ...as })).status, 200);
+  assert.equal((await post('/logout', { refresh_token: v.body.data.refresh_token }, as)).status, 200);
+  const before = mail.count(email);
+  assert.equal((await post('/forgot-password', { email }, as)).status, 202);
+  const { token } = linkOf(await mail.waitFor(email, { after: before }));
+  assert.equal((await post('/reset-password', { token, password: 'a brand new password' }, as)).status, 200);
+
+  const rows = dbQuery(srv.dataDir,
+    'SELECT event, outcome, user_id, org_id, address, user_agent, detail ' +
+    `FROM audit_events WHERE user_agent = '${ua}' ORDER BY id`);
+  const mine = { user_id: uid, org_id: org, address: '127.0.0.1', user_agent: ua };
+  const expect = [
+    ['register', 'ok', mine],
+    ['verify_email', 'ok', mine],
+    ['login', 'wrong_password', mine],
+    ['login', 'ok', mine],
+    ['2fa_setup', 'ok', mine],
+    ['2fa_enable', 'ok', mine],
+    ['login', '2fa_required', mine],
+    ['login_2fa', 'invalid_challenge', { ...mine, user_id: null, org_id: null }],
+    ['login_2fa', 'ok', mine],
+    ['2fa_disable', 'ok', mine],
+    ['logout', 'ok', mine],
+    ['logout', 'ok', mine],
+    ['password_reset_requested', 'mail_queued', mine],
+    ['password_reset', 'ok', mine],
+  ];
+  const seen = rows.map((r) => `${r.event}/${r.outcome}`);
+  assert.deepEqual(seen, expect.map(([e, o]) => `${e}/${o}`));
+  expect.forEach(([event, , who], i) => {
+    for (const [k, want] of Object.entries(who)) {
+      assert.equal(rows[i][k], want, `${event} row ${i}: ${k}`);
+    }
+  });
+
+  // No secret is in the audit trail.
+  const all = JSON.stringify(dbQuery(srv.dataDir, 'SELECT * FROM audit_events'));
+  for (const s of [PASSWORD, 'not the password', secret, ch, t.refresh_token, token]) {
+    assert.ok(!all.includes(s), `a secret is in audit_events: ${s.slice(0, 6)}...`);
+  }
+});
+
+// A server sending through a mail server that requires STARTTLS and AUTH,
+// trusting its self-signed certificate through smtp_ca_file.
+async function startTlsPair(cert, { pass, env = {} } = {}) {
+  const tlsMail = await startMailServer({
+    tls: cert, auth: { user: 'frapi-mailer', pass: 'mail server secret' } });
+  const server = await startServer({
+    FRAPI_SMTP_HOST: '127.0.0.1',
+    FRAPI_SMTP_PORT: String(tlsMail.port),
+    FRAPI_SMTP_STARTTLS: 'true',
+    FRAPI_SMTP_USER: 'frapi-mailer',
+    FRAPI_SMTP_PASSWORD: pass,
+    FRAPI_SMTP_CA_FILE: cert.certFile,
+    FRAPI_SMTP_FROM: 'FR-APIaaS <noreply@frapi.test>',
+    ...env,
+  });
+  return { tlsMail, server };
+}
+
+// A register call on base, timed.
+async function timedRegister(base, email) {
+  const t0 = performance.now();
+  const r = await fetch(`${base}/api/v1/auth/register`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ email, password: PASSWORD, name: 'Tess' }),
+  });
+  await r.arrayBuffer();
+  return { status: r.status, ms: performance.now() - t0 };
+}
+
+test('mail goes out through STARTTLS with credentials, trusting smtp_ca_file', async () => {
+  const cert = makeCertificate();
+  const { tlsMail, server } = await startTlsPair(cert, { pass: 'mail server secret' });
+  try {
+    const email = newEmail('tls');
+    const r = await timedRegister(server.base, email);
+    assert.equal(r.status, 201);
+    const msg = await tlsMail.waitFor(email);
+    assert.equal(msg.secure, true);
+    assert.ok(msg.cipher && /TLS/.test(msg.cipher.version), JSON.stringify(msg.cipher));
+    assert.equal(msg.user, 'frapi-mailer');
+    assert.match(msg.raw, /^Subject: Confirm your email address/m);
+    assert.deepEqual(tlsMail.auths, [{ username: 'frapi-mailer', ok: true, secure: true }]);
+
+    // The link works, and the mail server's password is in no log.
+    const { url, token } = linkOf(msg);
+    assert.equal((await fetch(url)).status, 200);
+    assert.match(server.log(), /with STARTTLS/);
+    assert.ok(!server.log().includes('mail server secret'));
+    assert.ok(!server.log().includes(token));
+  } finally {
+    await server.stop();
+    await tlsMail.stop();
+    fs.rmSync(cert.dir, { recursive: true, force: true });
+  }
+});
+
+test('wrong mail credentials: the mail is retried, never delivered, and no request waits', async () => {
+  const cert = makeCertificate();
+  const { tlsMail, server } = await startTlsPair(cert, {
+    pass: 'not the mail password',
+    env: { FRAPI_MAIL_RETRY_S: '1', FRAPI_MAIL_MAX_ATTEMPTS: '3' },
+  });
+  try {
+    const email = newEmail('badauth');
+    const r = await timedRegister(server.base, email);
+    assert.equal(r.status, 201);
+    // The answer does not wait for the mail server (argon2id is the cost).
+    assert.ok(r.ms < 2000, `register took ${r.ms} ms`);
+
+    // Three refused logins over TLS (1 s, then 2 s apart), then given up.
+    let row;
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      [row] = dbQuery(server.dataDir,
+        'SELECT status, attempts, last_error, length(text_body) AS body FROM mail_queue');
+      if (row && row.status === 'failed') break;
+      assert.ok(Date.now() < deadline, JSON.stringify(row));
+      // Requests stay fast while the sender keeps failing.
+      const again = await timedRegister(server.base, newEmail('meanwhile'));
+      assert.equal(again.status, 201);
+      assert.ok(again.ms < 2000, `register took ${again.ms} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    assert.equal(row.attempts, 3);
+    assert.match(row.last_error, /login|auth/i);
+    assert.equal(row.body, 0);
+    const mine = tlsMail.auths.filter((a) => a.username === 'frapi-mailer');
+    assert.ok(mine.length >= 3, JSON.stringify(mine));
+    assert.ok(mine.every((a) => !a.ok && a.secure));
+    assert.equal(tlsMail.count(email), 0);
+    assert.match(server.log(), /could not be sent .*retry in 1 s/);
+    assert.match(server.log(), /failed 3 times and is given up/);
+    assert.ok(!server.log().includes('not the mail password'));
+  } finally {
+    await server.stop();
+    await tlsMail.stop();
+    fs.rmSync(cert.dir, { recursive: true, force: true });
+  }
+});
+
+test('without smtp_ca_file a self-signed mail server is refused before any credentials', async () => {
+  const cert = makeCertificate();
+  const { tlsMail, server } = await startTlsPair(cert, {
+    pass: 'mail server secret',
+    env: { FRAPI_SMTP_CA_FILE: '', FRAPI_MAIL_RETRY_S: '60' },
+  });
+  try {
+    const email = newEmail('untrusted');
+    assert.equal((await timedRegister(server.base, email)).status, 201);
+    const deadline = Date.now() + 10000;
+    let row;
+    for (;;) {
+      [row] = dbQuery(server.dataDir, 'SELECT status, attempts, last_error FROM mail_queue');
+      if (row && row.attempts >= 1) break;
+      assert.ok(Date.now() < deadline, JSON.stringify(row));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    assert.equal(row.status, 'queued');
+    assert.match(row.last_error, /certificate|SSL/i);
+    assert.ok(tlsMail.errors.some((e) => /UNKNOWN_CA/.test(e.code)),
+      tlsMail.errors.map((e) => e.code).join(', '));
+    assert.deepEqual(tlsMail.auths, []);
+    assert.equal(tlsMail.count(email), 0);
+  } finally {
+    await server.stop();
+    await tlsMail.stop();
+    fs.rmSync(cert.dir, { recursive: true, force: true });
+  }
+});
+
+test('verification, reset and refresh tokens are stored only as digests', async () => {
+  // Every mail link token (verification, reset), refresh token, access
+  // token, challenge, password and code the tests saw: none is in the
+  // database or its write-ahead log.
+  const files = dbFiles(srv.dataDir);
+  assert.ok(files.some((f) => f.endsWith('-wal')), files.join(', '));
+  const links = [...secrets].filter((x) => /^[A-Za-z0-9_-]{43}$/.test(x));
+  assert.ok(links.length >= 4, String(links.length));
+  for (const f of files) {
+    const bytes = fs.readFileSync(f).toString('latin1');
+    for (const secret of secrets) {
+      assert.ok(!bytes.includes(secret), `${secret.slice(0, 6)}... in ${path.basename(f)}`);
+    }
+  }
 });
 
 test('no password or token ever reaches the event or access log', async () => {

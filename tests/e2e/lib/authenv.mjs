@@ -1,9 +1,10 @@
 // Test environment of the accounts end-to-end tests: a real SMTP server
-// on loopback (smtp-server) that keeps every message it receives, the
-// real `build/frapi serve` on a throwaway data directory and a free port
-// with its SMTP settings pointed at it, and RFC 6238 codes computed with
-// node's crypto.
-import { spawn } from 'node:child_process';
+// on loopback (smtp-server) that keeps every message it receives, in the
+// clear or with STARTTLS and AUTH required, a self-signed certificate for
+// it, the real `build/frapi serve` on a throwaway data directory and a
+// free port with its SMTP settings pointed at it, a look into its
+// database, and RFC 6238 codes computed with node's crypto.
+import { execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -42,15 +43,45 @@ function unQuotedPrintable(s) {
   return Buffer.from(bytes).toString('utf8');
 }
 
-// The loopback mail server: every message kept with its envelope.
-export async function startMailServer() {
+// A self-signed certificate for localhost and 127.0.0.1 (openssl), in a
+// new temporary folder: { dir, keyFile, certFile, key, cert }.
+export function makeCertificate() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'frapi-smtp-tls-'));
+  const keyFile = path.join(dir, 'key.pem');
+  const certFile = path.join(dir, 'cert.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec',
+    '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-keyout', keyFile, '-out', certFile, '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'],
+  { stdio: ['ignore', 'ignore', 'pipe'] });
+  return { dir, keyFile, certFile,
+    key: fs.readFileSync(keyFile), cert: fs.readFileSync(certFile) };
+}
+
+// The loopback mail server: every message kept with its envelope, and
+// whether it came over TLS and from which authenticated user.  Plain
+// (no STARTTLS, no AUTH) by default; with tls ({ key, cert }) and auth
+// ({ user, pass }) it offers STARTTLS, refuses AUTH before it, and
+// refuses mail without a successful AUTH.  Every AUTH attempt is kept in
+// auths as { username, ok, secure }, connection errors (a client refusing
+// the certificate) in errors.
+export async function startMailServer({ tls, auth } = {}) {
   const port = await freePort();
   const messages = [];
+  const auths = [];
   const waiters = [];
+  const secured = tls ? { key: tls.key, cert: tls.cert } : {};
   const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS', 'AUTH'],
+    ...secured,
+    authOptional: !auth,
+    disabledCommands: [...(tls ? [] : ['STARTTLS']), ...(auth ? [] : ['AUTH'])],
     logger: false,
+    onAuth(a, session, done) {
+      const ok = !!auth && a.username === auth.user && a.password === auth.pass;
+      auths.push({ username: a.username, ok, secure: session.secure });
+      if (!ok) return done(new Error('Invalid username or password'));
+      return done(null, { user: a.username });
+    },
     onData(stream, session, done) {
       const chunks = [];
       stream.on('data', (c) => chunks.push(c));
@@ -59,6 +90,9 @@ export async function startMailServer() {
         const msg = {
           to: session.envelope.rcptTo.map((r) => r.address),
           from: session.envelope.mailFrom.address,
+          secure: session.secure,
+          cipher: session.tlsOptions || null,
+          user: session.user || null,
           raw,
           decoded: unQuotedPrintable(raw),
         };
@@ -68,6 +102,9 @@ export async function startMailServer() {
       });
     },
   });
+  // A client that refuses our certificate ends in an error event; keep it.
+  const errors = [];
+  server.on('error', (e) => errors.push(e));
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
 
   // Waits for the next message to `to` after `after` messages were seen.
@@ -85,7 +122,7 @@ export async function startMailServer() {
     }
   }
   const count = (to) => messages.filter((m) => m.to.includes(to)).length;
-  return { port, messages, waitFor, count,
+  return { port, messages, auths, errors, waitFor, count,
     stop: () => new Promise((resolve) => server.close(resolve)) };
 }
 
@@ -134,6 +171,20 @@ export async function startServer(env = {}) {
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
   return { base, dataDir, stop, log: () => log };
+}
+
+// Rows of one query against the server's database (the sqlite3 command),
+// as objects.
+export function dbQuery(dataDir, sql) {
+  const out = execFileSync('sqlite3', ['-json', path.join(dataDir, 'frapi.db'), sql],
+    { encoding: 'utf8' });
+  return out.trim() ? JSON.parse(out) : [];
+}
+
+// The server's database files (frapi.db and its -wal and -shm).
+export function dbFiles(dataDir) {
+  return fs.readdirSync(dataDir).filter((n) => n.startsWith('frapi.db'))
+    .map((n) => path.join(dataDir, n));
 }
 
 // RFC 4648 base32 decoding of a TOTP secret.
