@@ -2,7 +2,9 @@
  * test_engine.c - the face engine on real photos: the number of faces in
  * each group photo, a face cut out and re-encoded matching itself and no
  * neighbour, rotated faces (bad-inputs row F1), small faces (row F2),
- * concurrent use, and the engine's refusals.
+ * min_face, the quality reasons and eye state, EXIF orientation and
+ * colour modes through to the embedding (rows I1, I2), concurrent use,
+ * and the engine's refusals.
  *
  * Runs from the repository root with the models in .deps/models and the
  * photos in .deps/photos.
