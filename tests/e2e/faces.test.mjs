@@ -168,6 +168,117 @@ test('verify: the same person matches, different people do not', async () => {
   assert.equal(byExt.body.data.face_b.face_id, b.id);
 });
 
+test('verify: a threshold in the request decides the match, and is echoed',
+  async () => {
+    // Two crops of one face are near 1; a pair of look-alikes leaves room
+    // on both sides of its similarity.  At threshold 0 identify lists the
+    // enrolled faces by similarity: take one of them between 0.1 and 0.9.
+    const [a, b] = enrolled;
+    const all = await call('POST', '/api/v1/identify', { form: {
+      image: part(a.file), threshold: '0', top_k: '50' } });
+    assert.equal(all.status, 200, all.text);
+    const mid = all.body.data.faces[0].candidates.find((c) =>
+      c.similarity > 0.1 && c.similarity < 0.9);
+    assert.ok(mid, `no pair with room around its similarity: ${all.text}`);
+    const x = enrolled.find((e) => e.id === mid.face_id);
+    const pair = { image_a: part(a.file), image_b: part(x.file) };
+    const dflt = await call('POST', '/api/v1/verify', { form: pair });
+    assert.equal(dflt.status, 200, dflt.text);
+    assert.equal(dflt.body.data.threshold, tenant.collection.match_threshold);
+    const sim = dflt.body.data.similarity;
+    assert.ok(sim > 0.1 && sim < 0.9, `no room around ${sim}`);
+
+    // The same pair matches below its similarity and not above it.
+    const low = (Math.floor(sim * 100) / 100 - 0.05).toFixed(2);
+    const high = (Math.ceil(sim * 100) / 100 + 0.05).toFixed(2);
+    for (const [thr, match] of [[low, true], [high, false]]) {
+      const r = await call('POST', '/api/v1/verify',
+        { form: { ...pair, threshold: thr } });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.data.match, match, `threshold ${thr}: ${r.text}`);
+      assert.equal(r.body.data.threshold, Number(thr));
+      assert.equal(r.body.data.similarity, sim);
+    }
+
+    // As a JSON number, against the stored face; and anyone matches at 0.
+    const b64 = fs.readFileSync(a.file).toString('base64');
+    for (const [thr, match] of [[Number(low), true], [Number(high), false]]) {
+      const r = await call('POST', '/api/v1/verify',
+        { json: { image_a: b64, face_id: x.id, threshold: thr } });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.data.match, match, `threshold ${thr}: ${r.text}`);
+      assert.equal(r.body.data.threshold, thr);
+    }
+    const any = await call('POST', '/api/v1/verify',
+      { json: { image_a: b64, face_id: b.id, threshold: 0 } });
+    assert.equal(any.body.data.match, true, any.text);
+    assert.equal(any.body.data.threshold, 0);
+
+    // Outside 0..1 is refused, naming the field.
+    for (const threshold of ['1.5', '-0.1']) {
+      const r = await call('POST', '/api/v1/verify',
+        { form: { ...pair, threshold } });
+      assert.equal(r.status, 400, r.text);
+      assert.equal(r.body.error.code, 'INVALID_PARAMETER');
+      assert.equal(r.body.error.param, 'threshold');
+    }
+  });
+
+test('identify: top_k limits the candidates of each face', async () => {
+  // At threshold 0 every stored face is a candidate, so only top_k limits.
+  const photo = fx.faces.find((f) => f.sample === 1).photo;
+  const ask = (form) => call('POST', '/api/v1/identify',
+    { form: { image: part(photo), threshold: '0', ...form } });
+  const dflt = await ask({});
+  assert.equal(dflt.status, 200, dflt.text);
+  assert.equal(dflt.body.data.threshold, 0);
+  assert.ok(enrolled.length >= 7, `${enrolled.length} faces enrolled`);
+  for (const k of [1, 3, 7]) {
+    const r = await ask({ top_k: String(k) });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.data.faces.length, dflt.body.data.faces.length);
+    r.body.data.faces.forEach((f, i) => {
+      assert.equal(f.candidates.length, k, r.text);
+      // The k best, most similar first: the head of a longer list.
+      const sims = f.candidates.map((c) => c.similarity);
+      assert.deepEqual(sims, [...sims].sort((x, y) => y - x));
+      if (k <= 5) {
+        assert.deepEqual(f.candidates,
+          dflt.body.data.faces[i].candidates.slice(0, k));
+      }
+    });
+  }
+  for (const f of dflt.body.data.faces) assert.equal(f.candidates.length, 5);
+  for (const bad of ['0', '51', 'x']) {
+    const r = await ask({ top_k: bad });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.error.param, 'top_k');
+  }
+});
+
+test('identify and liveness take the image as JSON base64 too', async () => {
+  const photo = fx.faces.find((f) => f.sample === 4).photo;
+  const b64 = fs.readFileSync(photo).toString('base64');
+  for (const route of ['/api/v1/identify', '/api/v1/liveness']) {
+    const form = await call('POST', route, { form: { image: part(photo) } });
+    assert.equal(form.status, 200, form.text);
+    assert.ok(form.body.data.faces.length >= 2, form.text);
+    for (const image of [b64, `data:image/jpeg;base64,${b64}`]) {
+      const j = await call('POST', route, { json: { image, max_faces: 2 } });
+      assert.equal(j.status, 200, j.text);
+      // The same bytes give the same answer, whichever way they came.
+      assert.deepEqual(j.body.data.faces,
+        form.body.data.faces.slice(0, 2), route);
+      assert.equal(j.body.data.faces_detected,
+        form.body.data.faces_detected);
+    }
+    const bad = await call('POST', route, { json: { image: '@@@@' } });
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.body.error.code, 'INVALID_BASE64');
+    assert.equal(bad.body.error.param, 'image');
+  }
+});
+
 test('list: newest first, cursor pages cover every face once', async () => {
   const seen = [];
   let cursor = null;
