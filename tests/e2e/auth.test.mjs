@@ -725,7 +725,11 @@ test('parallel wrong logins: no more failures than the limit get a 401', async (
     assert.deepEqual(tally(rs), { unauthorized: limitAccount, throttled: limitAccount * 2 });
     for (const r of rs.filter((x) => x.status === 429)) {
       assert.equal(r.body.error.code, 'TOO_MANY_ATTEMPTS');
-      assert.ok(Number(r.retry) >= 1, String(r.retry));
+      assert.ok(Number.isInteger(Number(r.retry)) && Number(r.retry) >= 1, String(r.retry));
+      assert.equal(r.body.error.message,
+        `Too many failed attempts. Try again in ${r.retry} seconds.`);
+      assert.equal(r.body.error.param, null);
+      assert.match(r.body.error.request_id, /./);
     }
 
     // One address, many accounts: the address limit holds the same way
