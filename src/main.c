@@ -15,9 +15,12 @@ struct command {
 };
 
 static const struct command commands[] = {
-        {"detect", cli_detect, "detect PHOTO: faces, landmarks, quality"},
-        {"compare", cli_compare, "compare PHOTO_A PHOTO_B: similarity, match"},
-        {"liveness", cli_liveness, "liveness PHOTO: live score per face"},
+        {"detect", cli_detect,
+         "detect [--min-face N] PHOTO: faces, landmarks, quality"},
+        {"compare", cli_compare,
+         "compare [--min-face N] PHOTO_A PHOTO_B: similarity, match"},
+        {"liveness", cli_liveness,
+         "liveness [--min-face N] PHOTO: live score per face"},
         {"serve", cli_serve, "serve [--listen ADDR] ...: run the HTTP API"},
         {"routes", cli_routes, "routes: the API's routes, one a line"},
         {"collections", cli_collections, "collections create NAME"},
