@@ -8,7 +8,7 @@ PKGS     := libmicrohttpd jansson sqlite3 libsodium libjwt liboath vips \
 
 CC       ?= cc
 CSTD     := -std=c17 -D_GNU_SOURCE
-WARN     := -Wall -Wextra -Werror -Wno-unused-parameter
+WARN     := -Wall -Wextra -Werror
 OPT      ?= -O2 -g
 CFLAGS   += $(CSTD) $(WARN) $(OPT) -pthread -MMD -MP -Isrc \
             -I$(ORT_HOME)/include $(shell pkg-config --cflags $(PKGS))

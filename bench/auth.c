@@ -69,6 +69,7 @@ static int op_jwt_verify(struct ctx *c)
 
 static int op_totp(struct ctx *c)
 {
+        (void)c;
         long long step;
         char code[7];
         time_t now = time(NULL);

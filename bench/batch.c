@@ -93,6 +93,8 @@ static unsigned char *read_photo(const char *path, size_t *len)
 
 static size_t sink(char *p, size_t size, size_t n, void *ud)
 {
+        (void)p;
+        (void)ud;
         return size * n;
 }
 

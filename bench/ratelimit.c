@@ -88,6 +88,8 @@ static double measure(int keys, int nthreads, double seconds)
 
 static size_t discard(char *p, size_t size, size_t n, void *ud)
 {
+        (void)p;
+        (void)ud;
         return size * n;
 }
 

@@ -40,6 +40,9 @@ static bool image_heif_ready; /* this libvips has its HEIF/AVIF loader */
 static void image_vips_warning(const gchar *domain, GLogLevelFlags level,
                                const gchar *message, gpointer data)
 {
+        (void)domain;
+        (void)level;
+        (void)data;
         log_debug("image", "libvips says: %s", message ? message : "");
 }
 

@@ -108,6 +108,7 @@ struct stream {
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
+        (void)pos;
         struct stream *s = cls;
         ssize_t n = s->read(s->cls, buf, max);
         if (n > 0)

@@ -248,6 +248,7 @@ struct header_lines {
 static enum MHD_Result add_header_line(void *cls, enum MHD_ValueKind kind,
                                        const char *key, const char *value)
 {
+        (void)kind;
         struct header_lines *h = cls;
         if (!key || !value || strcasecmp(key, h->name) != 0)
                 return MHD_YES;
@@ -378,6 +379,8 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind,
                                const char *transfer_encoding, const char *data,
                                uint64_t off, size_t size)
 {
+        (void)kind;
+        (void)transfer_encoding;
         struct http_request *req = cls;
         struct http_part_buf *cur =
                 req->nparts ? &req->parts[req->nparts - 1] : NULL;

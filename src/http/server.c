@@ -144,6 +144,7 @@ static bool config_ok(const struct http_config *c, char *err, size_t errlen)
 
 static void on_healthz(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         json_t *data = json_pack("{s:s}", "status", "ok");
         http_reply_data(req, 200, data);
 }
@@ -444,6 +445,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
                           void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
+        (void)cls;
+        (void)conn;
         if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
                 *socket_context = calloc(1, sizeof(struct http_conn_state));
                 if (!*socket_context)
@@ -463,6 +466,7 @@ static struct http_conn_state *conn_state(struct MHD_Connection *conn)
 
 static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
+        (void)cls;
         size_t n = MHD_http_unescape(s);
         struct http_conn_state *cs = conn_state(conn);
         if (cs && strlen(s) != n) {
@@ -484,6 +488,7 @@ static enum MHD_Result find_nul_arg(void *cls, enum MHD_ValueKind kind,
                                     const char *key, size_t key_size,
                                     const char *value, size_t value_size)
 {
+        (void)kind;
         struct nul_arg *na = cls;
         if (key && strlen(key) != key_size)
                 na->name = "query";
@@ -546,6 +551,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
+        (void)version;
         struct http_server *srv = cls;
         struct http_request *req = *con_cls;
 
@@ -637,6 +643,8 @@ static void access_log(struct http_server *srv, struct http_request *req,
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+        (void)conn;
+        (void)toe;
         struct http_server *srv = cls;
         struct http_request *req = *con_cls;
         if (!req)
@@ -673,6 +681,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* libmicrohttpd's own complaints go to the event log. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+        (void)cls;
         char msg[512];
         vsnprintf(msg, sizeof msg, fmt, ap);
         size_t n = strlen(msg);

@@ -30,6 +30,7 @@ static void sample(float *v)
 
 static void test_base64_round_trip(void **state)
 {
+        (void)state;
         float v[FACE_EMBEDDING_DIM], back[FACE_EMBEDDING_DIM];
         char b64[EXPORT_EMB_B64_LEN], err[200];
         sample(v);
@@ -59,6 +60,7 @@ static void test_base64_round_trip(void **state)
 
 static void test_array_round_trip(void **state)
 {
+        (void)state;
         float v[FACE_EMBEDDING_DIM], back[FACE_EMBEDDING_DIM];
         char err[200];
         sample(v);
@@ -87,6 +89,7 @@ static void test_array_round_trip(void **state)
 
 static void test_refused(void **state)
 {
+        (void)state;
         float v[FACE_EMBEDDING_DIM], back[FACE_EMBEDDING_DIM];
         char b64[EXPORT_EMB_B64_LEN], err[200];
 

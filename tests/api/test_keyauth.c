@@ -34,6 +34,7 @@ static const char *refuse_key_id; /* the added check refuses this key */
 /* The handler answers with what keyauth handed it. */
 static void on_keyed(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         const struct keyauth_key *k = keyauth_key(req);
         http_reply_data(req, 200,
                         json_pack("{s:s, s:s, s:s}", "key_id", k->rec.id,
@@ -45,6 +46,7 @@ static void on_keyed(struct http_request *req, void *userdata)
 static bool check_refuse(struct http_request *req,
                          const struct keyauth_key *key, void *userdata)
 {
+        (void)userdata;
         checks_run++;
         if (refuse_key_id && strcmp(key->rec.id, refuse_key_id) == 0) {
                 http_reply_error(req, 403, "IP_NOT_ALLOWED", "Refused.", NULL);
@@ -55,6 +57,7 @@ static bool check_refuse(struct http_request *req,
 
 static int setup(void **state)
 {
+        (void)state;
         uint8_t pepper[APIKEY_PEPPER_LEN];
         char err[256];
         struct http_config cfg;
@@ -90,6 +93,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+        (void)state;
         char cmd[128];
         http_server_free(srv);
         keyauth_free(ka);
@@ -158,6 +162,7 @@ static void expect_refused(const char *header, long status, const char *code)
 
 static void test_missing_and_malformed(void **state)
 {
+        (void)state;
         char h[128];
         expect_refused(NULL, 401, "MISSING_API_KEY");
         expect_refused("X-API-Key;", 401, "MISSING_API_KEY");
@@ -168,6 +173,7 @@ static void test_missing_and_malformed(void **state)
 
 static void test_unknown_and_wrong_secret(void **state)
 {
+        (void)state;
         char h[128], key[APIKEY_LEN + 1];
 
         /* A well-formed key nobody made. */
@@ -184,6 +190,7 @@ static void test_unknown_and_wrong_secret(void **state)
 
 static void test_good_key_reaches_handler(void **state)
 {
+        (void)state;
         char h[128];
         json_t *body;
         int before = checks_run;
@@ -202,6 +209,7 @@ static void test_good_key_reaches_handler(void **state)
 
 static void test_added_check_refuses(void **state)
 {
+        (void)state;
         char h[128];
         json_t *body;
         refuse_key_id = other_rec.id;
@@ -217,6 +225,7 @@ static void test_added_check_refuses(void **state)
 
 static void test_revoked(void **state)
 {
+        (void)state;
         char h[128], sql[160];
         snprintf(sql, sizeof sql,
                  "UPDATE api_keys SET revoked_at = 1 WHERE id = '%s'",
@@ -232,6 +241,7 @@ static void test_revoked(void **state)
 
 static void test_too_many_checks(void **state)
 {
+        (void)state;
         struct keyauth *k = keyauth_new(store, (uint8_t[32]){0});
         for (int i = 0; i < KEYAUTH_MAX_CHECKS; i++)
                 assert_int_equal(keyauth_add_check(k, check_refuse, NULL), 0);

@@ -51,6 +51,7 @@ static bool hook(struct http_request *req, void *userdata)
 
 static void on_ok(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         http_reply_data(req, 200, json_string("ok"));
 }
 
@@ -179,6 +180,7 @@ static struct scripted scripted = {.head = {&scripted_ops}};
 
 static int setup(void **state)
 {
+        (void)state;
         char err[256];
         if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_ALL) != 0 ||
             !mkdtemp(dir) ||
@@ -215,6 +217,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+        (void)state;
         http_server_free(srv);
         keyguard_free(plain);
         keyguard_free(proxied);
@@ -230,6 +233,7 @@ static int teardown(void **state)
  * X-Forwarded-For, Forwarded or X-Real-IP is refused. */
 static void test_s3_untrusted_headers(void **state)
 {
+        (void)state;
         set_key("key_s3", 1000, "[\"10.0.0.0/8\", \"2001:db8::/32\"]", 0);
         struct answer a = get("/plain", "X-Forwarded-For: 10.0.0.5",
                               "X-Real-IP: 10.0.0.5");
@@ -250,6 +254,7 @@ static void test_s3_untrusted_headers(void **state)
 /* Behind trusted proxies the right-most untrusted address counts. */
 static void test_trusted_chain(void **state)
 {
+        (void)state;
         set_key("key_chain", 1000, "[\"203.0.113.0/24\"]", 0);
         assert_int_equal(get("/proxied", NULL, NULL).status, 403);
         assert_int_equal(
@@ -300,6 +305,7 @@ static void test_trusted_chain(void **state)
 /* The exact 429 answer and the headers on every answer. */
 static void test_rate_limit_answer(void **state)
 {
+        (void)state;
         set_key("key_rl", 5, "[]", 0);
         for (int i = 0; i < 5; i++) {
                 struct answer a = get("/plain", NULL, NULL);
@@ -356,6 +362,7 @@ static void *s5_run(void *arg)
 
 static void test_s5_concurrent(void **state)
 {
+        (void)state;
         set_key("key_s5", S5_LIMIT, "[]", 0);
         pthread_t th[S5_THREADS];
         int ok[S5_THREADS] = {0};
@@ -372,6 +379,7 @@ static void test_s5_concurrent(void **state)
 /* The guard asks the limiter it was given, and answers by its verdict. */
 static void test_plugged_limiter(void **state)
 {
+        (void)state;
         set_key("key_plug", 1000, "[]", 0);
 
         /* Let through: its numbers make the headers. */
@@ -416,6 +424,7 @@ static void test_plugged_limiter(void **state)
 /* A revoked key fails at once, before any other check. */
 static void test_revoked(void **state)
 {
+        (void)state;
         set_key("key_rev", 1000, "[\"10.0.0.0/8\"]", 1);
         struct answer a = get("/plain", NULL, NULL);
         assert_int_equal(a.status, 401);
@@ -426,6 +435,7 @@ static void test_revoked(void **state)
 /* Revocation and last use on the store. */
 static void test_store_side(void **state)
 {
+        (void)state;
         struct store_collection c = {.name = strdup("test")};
         assert_int_equal(store_collection_create(store, &c), STORE_OK);
         uint8_t pepper[APIKEY_PEPPER_LEN] = {1};
@@ -471,6 +481,7 @@ static void test_store_side(void **state)
 /* Allowlists are checked when saved; bad proxies refuse to start. */
 static void test_validation(void **state)
 {
+        (void)state;
         char err[256];
         json_t *good = json_pack("[s, s]", "10.0.0.0/8", "2001:db8::1");
         char *text = keyguard_allowlist_text(good, err, sizeof err);

@@ -16,6 +16,7 @@
 
 static void records_and_lists(void **state)
 {
+        (void)state;
         char dir[] = "/tmp/frapi-audit-XXXXXX", err[256], cmd[64];
         struct store *s = NULL;
 

@@ -18,11 +18,13 @@
 
 static int setup(void **state)
 {
+        (void)state;
         return sodium_init() < 0 ? -1 : 0;
 }
 
 static void totp_secret_sealed(void **state)
 {
+        (void)state;
         struct auth_service a = {0}, b = {0};
         char secret[TOTP_SECRET_B32_SIZE], back[TOTP_SECRET_B32_SIZE];
         char s1[ACCOUNT_TOTP_FIELD], s2[ACCOUNT_TOTP_FIELD];
@@ -50,6 +52,7 @@ static void totp_secret_sealed(void **state)
 
 static void settings_from_environment(void **state)
 {
+        (void)state;
         struct config cfg;
         struct auth_settings set;
         char err[256] = "";
@@ -102,6 +105,7 @@ static void mail_column(struct store *s, const char *col, char *out, size_t n)
  * user's name escaped in the HTML one. */
 static void verification_mail_composed(void **state)
 {
+        (void)state;
         char dir[] = "/tmp/frapi-authmail-XXXXXX", err[256], cmd[64];
         struct auth_service svc = {0};
         struct smtp_config none = {0};

@@ -41,6 +41,7 @@ static const char *text(struct ipallow_addr a)
 /* Malformed entries are refused with a message naming them. */
 static void test_bad_entries(void **state)
 {
+        (void)state;
         static const struct {
                 const char *entry;
                 const char *says;
@@ -96,6 +97,7 @@ static void test_bad_entries(void **state)
 /* Good entries, IPv4 and IPv6, match what they should. */
 static void test_match(void **state)
 {
+        (void)state;
         struct ipallow_list l =
                 list("203.0.113.0/24, 198.51.100.42 ,2001:db8:abcd::/48");
         assert_int_equal(l.count, 3);
@@ -167,6 +169,7 @@ static enum ipallow_source client(const char *peer, const char *xff,
 /* Case S3: headers from an untrusted peer are ignored, X-Real-IP always. */
 static void test_untrusted_peer(void **state)
 {
+        (void)state;
         const char *got;
         assert_int_equal(client("198.51.100.9", "203.0.113.5",
                                 "for=203.0.113.5", "10.0.0.0/8", &got),
@@ -186,6 +189,7 @@ static void test_untrusted_peer(void **state)
  * forged left part does not. */
 static void test_proxy_chain(void **state)
 {
+        (void)state;
         const char *got;
         const char *trusted = "10.0.0.0/8, fd00::/8";
         assert_int_equal(client("10.0.0.2", "1.1.1.1, 203.0.113.5, 10.0.0.1",
@@ -236,6 +240,7 @@ static void test_proxy_chain(void **state)
  * left of the client does not matter. */
 static void test_garbage(void **state)
 {
+        (void)state;
         const char *got;
         const char *trusted = "10.0.0.0/8";
         static const char *const unknown_xff[] = {
@@ -291,6 +296,7 @@ static void test_garbage(void **state)
 /* Socket addresses of both families. */
 static void test_sockaddr(void **state)
 {
+        (void)state;
         struct sockaddr_storage ss = {0};
         struct ipallow_addr a;
         ss.ss_family = AF_UNIX;

@@ -22,6 +22,7 @@ static const time_t now = 1900000000;
 
 static int setup(void **state)
 {
+        (void)state;
         if (sodium_init() < 0)
                 return -1;
         randombytes_buf(key.secret, sizeof key.secret);
@@ -64,6 +65,7 @@ static char *forge(jwt_alg_t alg, const unsigned char *k, int klen,
 
 static void issue_then_verify(void **state)
 {
+        (void)state;
         struct jwtauth_claims in = claims(now + 3600), out;
         char *tok = jwtauth_issue(&key, &in);
 
@@ -89,6 +91,7 @@ static void issue_then_verify(void **state)
 /* Case S1, row by row. */
 static void s1_alg_none(void **state)
 {
+        (void)state;
         struct jwtauth_claims out;
         char *tok = forge(JWT_ALG_NONE, NULL, 0, now + 3600, 0);
         assert_int_equal(jwtauth_verify(&key, tok, now, &out),
@@ -111,6 +114,7 @@ static void s1_alg_none(void **state)
 
 static void s1_wrong_key(void **state)
 {
+        (void)state;
         struct jwtauth_claims out;
         unsigned char other[JWTAUTH_SECRET_BYTES];
 
@@ -130,6 +134,7 @@ static void s1_wrong_key(void **state)
 
 static void s1_expiry(void **state)
 {
+        (void)state;
         struct jwtauth_claims out;
         char *tok;
 
@@ -151,6 +156,7 @@ static void s1_expiry(void **state)
 
 static void malformed_tokens(void **state)
 {
+        (void)state;
         struct jwtauth_claims out;
         char *big = malloc(JWTAUTH_MAX_TOKEN + 2);
         const char *bad[] = {"", ".", "..", "a.b.c", "abc", "\xff\xfe.x.y"};
@@ -169,6 +175,7 @@ static void malformed_tokens(void **state)
 
 static void secret_file_made_once_0600(void **state)
 {
+        (void)state;
         char dir[] = "/tmp/frapi-jwt-XXXXXX", path[64];
         struct jwtauth_key a, b;
         struct stat st;

@@ -54,6 +54,7 @@ static const struct keyuse_record *sink_find(struct sink *s, const char *id)
 /* Many uses of two keys become one record each, with the latest use. */
 static void test_one_record_per_key(void **state)
 {
+        (void)state;
         struct sink s = {.lock = PTHREAD_MUTEX_INITIALIZER};
         struct keyuse *ku = keyuse_new(sink_write, &s, 0);
         assert_non_null(ku);
@@ -90,6 +91,7 @@ static void test_one_record_per_key(void **state)
 /* A failed write is offered again. */
 static void test_retry_after_failure(void **state)
 {
+        (void)state;
         struct sink s = {.lock = PTHREAD_MUTEX_INITIALIZER, .fail = 1};
         struct keyuse *ku = keyuse_new(sink_write, &s, 0);
         keyuse_touch(ku, "key_a", 10, NULL);
@@ -104,6 +106,7 @@ static void test_retry_after_failure(void **state)
 /* Shutdown writes what the last interval had not. */
 static void test_flush_at_free(void **state)
 {
+        (void)state;
         struct sink s = {.lock = PTHREAD_MUTEX_INITIALIZER};
         struct keyuse *ku = keyuse_new(sink_write, &s, 60000);
         keyuse_touch(ku, "key_a", 10, "10.0.0.1");
@@ -117,6 +120,7 @@ static void test_flush_at_free(void **state)
 /* The thread writes every interval, without anyone asking. */
 static void test_periodic(void **state)
 {
+        (void)state;
         struct sink s = {.lock = PTHREAD_MUTEX_INITIALIZER};
         struct keyuse *ku = keyuse_new(sink_write, &s, 20);
         keyuse_touch(ku, "key_a", 10, "10.0.0.1");
@@ -158,6 +162,7 @@ static void *touch_run(void *arg)
 
 static void test_concurrent(void **state)
 {
+        (void)state;
         struct sink s = {.lock = PTHREAD_MUTEX_INITIALIZER};
         struct keyuse *ku = keyuse_new(sink_write, &s, 1);
         pthread_t th[4];

@@ -13,6 +13,7 @@
 
 static int setup(void **state)
 {
+        (void)state;
         return sodium_init() < 0 ? -1 : 0;
 }
 
@@ -23,6 +24,7 @@ static enum password_policy check(const char *pw)
 
 static void policy_counts_characters(void **state)
 {
+        (void)state;
         /* Nine characters are too few, ten are enough. */
         assert_int_equal(check("123456789"), PASSWORD_POLICY_TOO_SHORT);
         assert_int_equal(check("1234567890"), PASSWORD_POLICY_OK);
@@ -35,6 +37,7 @@ static void policy_counts_characters(void **state)
 
 static void policy_refuses_bad_bytes(void **state)
 {
+        (void)state;
         char big[PASSWORD_MAX_BYTES + 2];
 
         /* A NUL inside, control characters, broken UTF-8, overlong forms. */
@@ -57,6 +60,7 @@ static void policy_refuses_bad_bytes(void **state)
 
 static void hash_verifies_only_the_password(void **state)
 {
+        (void)state;
         char a[PASSWORD_HASH_SIZE], b[PASSWORD_HASH_SIZE];
         const char *pw = "correct horse battery";
 
@@ -77,6 +81,7 @@ static void hash_verifies_only_the_password(void **state)
 
 static void unknown_account_never_verifies(void **state)
 {
+        (void)state;
         /* No hash: the decoy's work is done and the answer is false, even
          * for the decoy's own password. */
         assert_false(password_verify(NULL, "whatever password", 17));

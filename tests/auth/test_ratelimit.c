@@ -29,6 +29,7 @@ static struct ratelimit_result take(struct ratelimit *rl, const char *key,
 /* A fresh key gets exactly its limit, counting remaining down to 0. */
 static void test_exact_limit(void **state)
 {
+        (void)state;
         struct ratelimit *rl = ratelimit_memory_new();
         assert_non_null(rl);
         for (uint32_t i = 0; i < 5; i++) {
@@ -53,6 +54,7 @@ static void test_exact_limit(void **state)
  * the previous minute still weighs almost fully. */
 static void test_minute_boundary(void **state)
 {
+        (void)state;
         struct ratelimit *rl = ratelimit_memory_new();
         for (int i = 0; i < 10; i++)
                 assert_true(take(rl, "k", 10, T0 + MIN - 1).allowed);
@@ -77,6 +79,7 @@ static void test_minute_boundary(void **state)
 /* Half of the previous minute's count weighs at mid-minute. */
 static void test_weighting(void **state)
 {
+        (void)state;
         struct ratelimit *rl = ratelimit_memory_new();
         for (int i = 0; i < 5; i++)
                 assert_true(take(rl, "k", 10, T0 + 20000).allowed);
@@ -103,6 +106,7 @@ static void test_weighting(void **state)
  * for its weight to fall below the limit. */
 static void test_retry_after(void **state)
 {
+        (void)state;
         struct ratelimit *rl = ratelimit_memory_new();
         for (int i = 0; i < 10; i++)
                 assert_true(take(rl, "k", 10, T0 + 10000).allowed);
@@ -131,6 +135,7 @@ static void test_retry_after(void **state)
  * Retry-After. */
 static void test_zero_and_lowered_limit(void **state)
 {
+        (void)state;
         struct ratelimit *rl = ratelimit_memory_new();
         struct ratelimit_result r = take(rl, "z", 0, T0);
         assert_false(r.allowed);
@@ -148,6 +153,7 @@ static void test_zero_and_lowered_limit(void **state)
 /* A clock that steps back never lets more through. */
 static void test_clock_back(void **state)
 {
+        (void)state;
         struct ratelimit *rl = ratelimit_memory_new();
         for (int i = 0; i < 3; i++)
                 assert_true(take(rl, "k", 3, T0 + MIN + 1).allowed);
@@ -159,6 +165,7 @@ static void test_clock_back(void **state)
  * mixing their counts. */
 static void test_many_keys(void **state)
 {
+        (void)state;
         struct ratelimit *rl = ratelimit_memory_new();
         char key[32];
         for (int i = 0; i < 20000; i++) {
@@ -206,6 +213,7 @@ static void *race_run(void *arg)
 
 static void test_concurrent_exact(void **state)
 {
+        (void)state;
         struct ratelimit *rl = ratelimit_memory_new();
         pthread_barrier_t start;
         pthread_barrier_init(&start, NULL, THREADS);

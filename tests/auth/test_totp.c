@@ -19,11 +19,13 @@ static const char rfc_key[] = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
 static int setup(void **state)
 {
+        (void)state;
         return sodium_init() < 0 || totp_init() != 0 ? -1 : 0;
 }
 
 static void rfc6238_vectors(void **state)
 {
+        (void)state;
         /* SHA-1 rows of appendix B, last six digits of the eight. */
         static const struct {
                 long long t;
@@ -44,6 +46,7 @@ static void rfc6238_vectors(void **state)
 
 static void window_of_one_step(void **state)
 {
+        (void)state;
         time_t now = 1111111109;
         long long cur = totp_step(now), step = -7;
         char code[7];
@@ -67,6 +70,7 @@ static void window_of_one_step(void **state)
  * code after the current one was used. */
 static void s2_replay_refused(void **state)
 {
+        (void)state;
         time_t now = 2000000000;
         long long cur = totp_step(now), last = -1, step = -1;
         char code[7], prev[7];
@@ -95,6 +99,7 @@ static void s2_replay_refused(void **state)
 
 static void malformed_codes(void **state)
 {
+        (void)state;
         long long step;
         const char *bad[] = {"",       "12345",  "1234567", "12345a",
                              " 12345", "12 456", "-12345"};
@@ -110,6 +115,7 @@ static void malformed_codes(void **state)
 
 static void new_secret_uri_and_qr(void **state)
 {
+        (void)state;
         char a[TOTP_SECRET_B32_SIZE], b[TOTP_SECRET_B32_SIZE];
 
         assert_int_equal(totp_secret_new(a), 0);

@@ -30,6 +30,7 @@ static void write_file(const char *text)
 
 static int setup(void **state)
 {
+        (void)state;
         strcpy(path, "/tmp/frapi-test-config-XXXXXX");
         int fd = mkstemp(path);
         assert_true(fd >= 0);
@@ -44,6 +45,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+        (void)state;
         unlink(path);
         unsetenv("FRAPI_CONFIG");
         unsetenv("FRAPI_LISTEN");
@@ -55,6 +57,7 @@ static int teardown(void **state)
 
 static void test_defaults(void **state)
 {
+        (void)state;
         struct config c;
         char err[256];
         assert_int_equal(config_load(&c, 0, NULL, err, sizeof err), 0);
@@ -77,6 +80,7 @@ static void test_defaults(void **state)
 /* The same setting from the file, then env, then a flag: the later wins. */
 static void test_precedence(void **state)
 {
+        (void)state;
         write_file("# a comment\n"
                    "\n"
                    "listen = 127.0.0.1:1111\n"
@@ -109,6 +113,7 @@ static void test_precedence(void **state)
 /* Each bad value is refused, naming the setting and its source. */
 static void test_bad_values(void **state)
 {
+        (void)state;
         struct config c;
         char err[256];
         struct {
@@ -184,6 +189,7 @@ static void test_bad_values(void **state)
 /* Unknown names, missing values and broken files are refused. */
 static void test_bad_sources(void **state)
 {
+        (void)state;
         struct config c;
         char err[256];
         char *a1[] = {"--no-such-flag", "1"};
@@ -216,6 +222,7 @@ static void test_bad_sources(void **state)
 /* Printing masks the secrets. */
 static void test_print_masks_secrets(void **state)
 {
+        (void)state;
         struct config c;
         char err[256];
         config_default(&c);

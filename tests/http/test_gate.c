@@ -18,6 +18,7 @@
 
 static void test_slots_and_full_queue(void **state)
 {
+        (void)state;
         struct http_gate *g = http_gate_new(2, 0, 1000);
         assert_int_equal(http_gate_acquire(g), HTTP_GATE_OK);
         assert_int_equal(http_gate_acquire(g), HTTP_GATE_OK);
@@ -39,6 +40,7 @@ static void test_slots_and_full_queue(void **state)
 
 static void test_wait_runs_out(void **state)
 {
+        (void)state;
         struct http_gate *g = http_gate_new(1, 1, 50);
         assert_int_equal(http_gate_acquire(g), HTTP_GATE_OK);
         assert_int_equal(http_gate_acquire(g), HTTP_GATE_TIMEOUT);
@@ -69,6 +71,7 @@ static void *wait_for_slot(void *arg)
 
 static void test_release_wakes_waiter(void **state)
 {
+        (void)state;
         struct http_gate *g = http_gate_new(1, 1, 60000);
         assert_int_equal(http_gate_acquire(g), HTTP_GATE_OK);
         struct waiter w = {g, -1};
@@ -116,6 +119,7 @@ static void *hammer(void *arg)
 /* Sixteen threads, three slots: never a fourth holder. */
 static void test_never_over_slots(void **state)
 {
+        (void)state;
         struct http_gate *g = http_gate_new(3, 16, 60000);
         pthread_t t[16];
         for (int i = 0; i < 16; i++)

@@ -18,6 +18,7 @@
 
 static int reset(void **state)
 {
+        (void)state;
         http_metrics_reset();
         return 0;
 }
@@ -33,6 +34,7 @@ static char *render(void)
 
 static void test_counter_and_gauge(void **state)
 {
+        (void)state;
         http_metrics_help("frapi_things_total", "Things seen.");
         http_metrics_counter_add("frapi_things_total", "kind=\"a\"", 1);
         http_metrics_counter_add("frapi_things_total", "kind=\"a\"", 2);
@@ -51,6 +53,7 @@ static void test_counter_and_gauge(void **state)
 
 static void test_histogram(void **state)
 {
+        (void)state;
         http_metrics_histogram_observe("frapi_op_seconds", "op=\"x\"", 0.003);
         http_metrics_histogram_observe("frapi_op_seconds", "op=\"x\"", 0.2);
         http_metrics_histogram_observe("frapi_op_seconds", "op=\"x\"", 100);
@@ -88,6 +91,7 @@ static void on_scrape(void *userdata)
 
 static void test_scrape_hook(void **state)
 {
+        (void)state;
         int faces = 7;
         http_metrics_on_scrape(on_scrape, &faces);
         char *t = render();
@@ -108,6 +112,7 @@ static void test_scrape_hook(void **state)
 
 static void *count_many(void *arg)
 {
+        (void)arg;
         for (int i = 0; i < 10000; i++) {
                 http_metrics_counter_add("frapi_hits_total", NULL, 1);
                 http_metrics_histogram_observe("frapi_lat_seconds", NULL, 0.01);
@@ -117,6 +122,7 @@ static void *count_many(void *arg)
 
 static void test_threads(void **state)
 {
+        (void)state;
         pthread_t t[8];
         for (int i = 0; i < 8; i++)
                 pthread_create(&t[i], NULL, count_many, NULL);

@@ -47,6 +47,7 @@ static char access_path[] = "/tmp/frapi-test-access-XXXXXX";
 /* Echoes what the request view offers. */
 static void on_echo(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         pthread_mutex_lock(&seen.lock);
         seen.handled++;
         pthread_mutex_unlock(&seen.lock);
@@ -88,6 +89,7 @@ static void on_echo(struct http_request *req, void *userdata)
 
 static void on_list(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         long limit;
         bool flag;
         if (!http_query_int(req, "limit", 50, 1, 500, &limit))
@@ -101,6 +103,7 @@ static void on_list(struct http_request *req, void *userdata)
 
 static void on_object(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         json_t *body;
         if (!http_body_object(req, &body))
                 return;
@@ -111,6 +114,7 @@ static void on_object(struct http_request *req, void *userdata)
 /* Holds its gate slot until the test says release. */
 static void on_slow(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         pthread_mutex_lock(&seen.lock);
         seen.in_slow++;
         pthread_cond_broadcast(&seen.cond);
@@ -122,11 +126,14 @@ static void on_slow(struct http_request *req, void *userdata)
 
 static void on_silent(struct http_request *req, void *userdata)
 {
+        (void)req;
+        (void)userdata;
 }
 
 /* The before-body hook: only "good" passes, as an API key check would. */
 static bool check_key(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         pthread_mutex_lock(&seen.lock);
         seen.hooked++;
         pthread_mutex_unlock(&seen.lock);
@@ -160,6 +167,7 @@ static void lines_done(void *cls)
 
 static void on_stream(struct http_request *req, void *userdata)
 {
+        (void)userdata;
         struct lines *l = calloc(1, sizeof *l);
         http_reply_header(req, "Content-Disposition",
                           "attachment; filename=\"faces.ndjson\"");
@@ -170,6 +178,7 @@ static void on_stream(struct http_request *req, void *userdata)
 static bool ready_value;
 static bool is_ready(void *userdata, char *why, size_t len)
 {
+        (void)userdata;
         if (!ready_value)
                 snprintf(why, len, "models are loading");
         return ready_value;
@@ -343,6 +352,7 @@ static void resp_free(struct resp *r)
 
 static int start(void **state)
 {
+        (void)state;
         struct http_config cfg;
         http_config_default(&cfg);
         cfg.listen = "127.0.0.1:0";
@@ -384,6 +394,7 @@ static int start(void **state)
 
 static int stop(void **state)
 {
+        (void)state;
         http_server_free(srv);
         srv = NULL;
         unlink(access_path);
@@ -397,6 +408,7 @@ static int stop(void **state)
 /* Path parameters, query, headers; a literal segment beats {id}. */
 static void test_routing(void **state)
 {
+        (void)state;
         CURL *c = curl_easy_init();
         struct curl_slist *h = curl_slist_append(NULL, "X-Test-Header: hi");
         h = curl_slist_append(h, "X-Forwarded-For: 1.1.1.1, 2.2.2.2");
@@ -440,6 +452,7 @@ static void test_routing(void **state)
 /* Unknown paths 404; known paths with a wrong method 405 with Allow. */
 static void test_not_found_and_method(void **state)
 {
+        (void)state;
         struct resp r;
         request("GET", "/nope", NULL, NULL, &r);
         expect_error(&r, 404, "NOT_FOUND", NULL);
@@ -466,6 +479,7 @@ static void test_not_found_and_method(void **state)
 /* JSON bodies: parsed, malformed ones named, the wrong type refused. */
 static void test_json_bodies(void **state)
 {
+        (void)state;
         struct resp r;
         request("POST", "/t/1", "application/json; charset=utf-8",
                 "{\"name\":\"Zo\xc3\xab\"}", &r);
@@ -513,6 +527,7 @@ static void test_json_bodies(void **state)
  * empty file, and a broken body. */
 static void test_multipart(void **state)
 {
+        (void)state;
         CURL *c = curl_easy_init();
         curl_mime *mime = curl_mime_init(c);
         curl_mimepart *p = curl_mime_addpart(mime);
@@ -583,6 +598,7 @@ static void test_multipart(void **state)
 /* Bodies over the limit: declared (refused unread) and chunked. */
 static void test_body_limit(void **state)
 {
+        (void)state;
         size_t n = 65 * 1024;
         char *big = malloc(n + 1);
         memset(big, ' ', n);
@@ -625,6 +641,7 @@ static void test_body_limit(void **state)
  * neither read nor handled. */
 static void test_before_body_hook(void **state)
 {
+        (void)state;
         const char *keys[] = {"X-API-Key: wrong", "X-API-Key;", NULL};
         const char *codes[] = {"INVALID_API_KEY", "INVALID_API_KEY",
                                "MISSING_API_KEY"};
@@ -692,6 +709,7 @@ static void test_before_body_hook(void **state)
 /* Validate-or-respond query helpers. */
 static void test_query_helpers(void **state)
 {
+        (void)state;
         struct resp r;
         const char *bad[] = {"/list?limit=-1",         "/list?limit=0",
                              "/list?limit=1000000000", "/list?limit=abc",
@@ -724,6 +742,7 @@ static void test_query_helpers(void **state)
 /* A handler that forgets to answer yields a 500, not a hang. */
 static void test_silent_handler(void **state)
 {
+        (void)state;
         struct resp r;
         request("GET", "/silent", NULL, NULL, &r);
         expect_error(&r, 500, "INTERNAL_ERROR", NULL);
@@ -733,6 +752,7 @@ static void test_silent_handler(void **state)
 /* /healthz always, /readyz from the callback. */
 static void test_health_ready(void **state)
 {
+        (void)state;
         struct resp r;
         request("GET", "/healthz", NULL, NULL, &r);
         assert_int_equal(r.status, 200);
@@ -751,6 +771,7 @@ static void test_health_ready(void **state)
 /* Several requests on one connection. */
 static void test_keep_alive(void **state)
 {
+        (void)state;
         CURL *c = curl_easy_init();
         struct resp r;
         perform(c, "GET", "/healthz", NULL, NULL, 0, NULL, &r);
@@ -772,6 +793,7 @@ static void test_keep_alive(void **state)
 /* A streamed answer arrives whole, with its headers. */
 static void test_stream(void **state)
 {
+        (void)state;
         struct resp r;
         request("GET", "/stream", NULL, NULL, &r);
         assert_int_equal(r.status, 200);
@@ -823,6 +845,7 @@ static void release_slow(void)
 /* One slot, no queue: a second recognition gets 503 with Retry-After. */
 static void test_gate(void **state)
 {
+        (void)state;
         seen.in_slow = 0;
         seen.release = false;
         struct resp first = {0};
@@ -882,6 +905,7 @@ static void *post_client(void *arg)
  * a third finds the queue full; both get 503 with Retry-After. */
 static void test_gate_queue(void **state)
 {
+        (void)state;
         struct http_config cfg;
         http_config_default(&cfg);
         cfg.listen = "127.0.0.1:0";
@@ -931,6 +955,7 @@ static void test_gate_queue(void **state)
 /* Prometheus text counts requests by route pattern and status. */
 static void test_metrics(void **state)
 {
+        (void)state;
         struct resp r;
         request("GET", "/t/abc", NULL, NULL, &r);
         resp_free(&r);
@@ -957,6 +982,7 @@ static void test_metrics(void **state)
 /* The access log names the route and the principal, never the key. */
 static void test_access_log(void **state)
 {
+        (void)state;
         CURL *c = curl_easy_init();
         struct curl_slist *h = curl_slist_append(NULL, "X-API-Key: good");
         struct resp r;
@@ -996,6 +1022,7 @@ static void test_access_log(void **state)
 /* IPv6 loopback, when the machine has it. */
 static void test_ipv6(void **state)
 {
+        (void)state;
         struct http_config cfg;
         http_config_default(&cfg);
         cfg.listen = "[::1]:0";
@@ -1026,6 +1053,7 @@ static void test_ipv6(void **state)
 /* Bad settings are refused by name. */
 static void test_bad_config(void **state)
 {
+        (void)state;
         struct http_config cfg;
         char err[256];
         const char *listens[] = {"",
@@ -1051,6 +1079,7 @@ static void test_bad_config(void **state)
  * handler in flight finish. */
 static void *release_when_quiesced(void *arg)
 {
+        (void)arg;
         struct sockaddr_in sa = {.sin_family = AF_INET,
                                  .sin_port = htons(http_server_port(srv)),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -1069,6 +1098,7 @@ static void *release_when_quiesced(void *arg)
 /* Stop waits for the request in flight, then refuses new connections. */
 static void test_graceful_stop(void **state)
 {
+        (void)state;
         seen.in_slow = 0;
         seen.release = false;
         struct resp first = {0};

@@ -59,6 +59,7 @@ static const struct smtp_message good = {
 
 static void header_safety(void **state)
 {
+        (void)state;
         assert_true(smtp_header_safe("Reset your password"));
         assert_true(smtp_header_safe("zoë@example.com"));
         assert_false(smtp_header_safe("a@b.c\r\nBcc: x@y.z"));
