@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: the cmocka unit and engine tests (normal build
+# Runs the whole test suite: the formatting check (make lint), the cmocka
+# unit and engine tests (normal build
 # and under AddressSanitizer + UndefinedBehaviorSanitizer), then the
 # end-to-end tests over real HTTP with node's test runner, against the
 # normal server and again against the sanitizer-built one.  Ends with one
@@ -39,6 +40,16 @@ run_units() {
 		fi
 	done < <(find "$1/tests" -type f -name 'test_*' -perm -u+x | sort)
 }
+
+# Formatting against the committed .clang-format counts as one test.
+echo "== make lint"
+if make -s lint >"$log" 2>&1; then
+	passed=$((passed + 1))
+else
+	cat "$log"
+	echo "!! make lint: files differ from .clang-format"
+	failed=$((failed + 1))
+fi
 
 run_units build
 
