@@ -239,7 +239,9 @@ static void sealed_while_queued(void **state)
         }
         mail_queue_stop(q);
         assert_string_equal(status, "queued");
-        assert_int_equal(attempts, 1);
+        /* The retry, a second later, may land before the stop on a busy
+         * machine. */
+        assert_in_range(attempts, 1, 2);
         mail_text(f->s, id, "last_error", error, sizeof error);
         assert_null(strstr(error, "opened"));
 
