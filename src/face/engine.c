@@ -200,19 +200,26 @@ enum face_status face_engine_new(const struct face_engine_config *cfg,
  * Tensor helpers: planar float tensors from sampled RGB pictures.
  */
 
-/* Writes (p - mean[c]) / std[c] for channel order RGB (bgr = 0) or BGR. */
+/* Writes (p - mean[c]) / std[c] for channel order RGB (bgr = 0) or BGR.
+ * The 256 values of each channel are computed once per call, with the
+ * same float arithmetic, and looked up per pixel. */
 static void to_planar(const uint8_t *rgb, int w, int h, int bgr,
                       const float mean[3], const float inv_std[3], float *out)
 {
         size_t plane = (size_t)w * h;
+        float lut[3][256];
 
-        for (size_t i = 0; i < plane; i++) {
-                for (int c = 0; c < 3; c++) {
-                        int src = bgr ? 2 - c : c;
+        for (int c = 0; c < 3; c++)
+                for (int v = 0; v < 256; v++)
+                        lut[c][v] = (v - mean[c]) * inv_std[c];
 
-                        out[c * plane + i] =
-                                (rgb[i * 3 + src] - mean[c]) * inv_std[c];
-                }
+        for (int c = 0; c < 3; c++) {
+                const uint8_t *p = rgb + (bgr ? 2 - c : c);
+                const float *t = lut[c];
+                float *o = out + c * plane;
+
+                for (size_t i = 0; i < plane; i++)
+                        o[i] = t[p[i * 3]];
         }
 }
 
@@ -272,10 +279,12 @@ static int boxes_push(struct boxes *b, struct face_box box)
         return 0;
 }
 
-/* Scratch buffers for detector runs. */
+/* Scratch buffers for detector runs, and the detector's input value of
+ * each 8-bit sample, (v - 127) / 128. */
 struct det_scratch {
         uint8_t *pix;
         float *tensor, *scores, *locs;
+        float lut[256];
 };
 
 /* Runs the detector on the DET_W x DET_H window at (x0, y0) of the photo
@@ -312,6 +321,7 @@ static int run_tile(struct face_engine *eng, const struct det_level *lv, int x0,
         const size_t plane = (size_t)DET_W * DET_H;
         float *outs[2] = {d->scores, d->locs};
         const size_t lens[2] = {DET_PRIORS * 2, DET_PRIORS * 4};
+        const float *lut = d->lut;
 
         for (int y = 0; y < DET_H; y++) {
                 float *r = d->tensor + (size_t)y * DET_W;
@@ -321,9 +331,9 @@ static int run_tile(struct face_engine *eng, const struct det_level *lv, int x0,
 
                 n = n > DET_W ? DET_W : n;
                 for (int x = 0; x < n; x++, p += 3) {
-                        r[x] = (p[0] - 127) * (1 / 128.f);
-                        r[plane + x] = (p[1] - 127) * (1 / 128.f);
-                        r[2 * plane + x] = (p[2] - 127) * (1 / 128.f);
+                        r[x] = lut[p[0]];
+                        r[plane + x] = lut[p[1]];
+                        r[2 * plane + x] = lut[p[2]];
                 }
                 for (int x = n; x < DET_W; x++)
                         r[x] = r[plane + x] = r[2 * plane + x] = black;
@@ -476,15 +486,17 @@ static enum face_status detect(struct face_engine *eng,
         float s_max = DET_MIN_SIDE / (float)eng->cfg.min_face;
         enum face_status st = FACE_ERR_NOMEM;
         struct det_scratch d = {
-                malloc(DET_W * DET_H * 3),
-                malloc(sizeof(float) * DET_W * DET_H * 3),
-                malloc(sizeof(float) * DET_PRIORS * 2),
-                malloc(sizeof(float) * DET_PRIORS * 4),
+                .pix = malloc(DET_W * DET_H * 3),
+                .tensor = malloc(sizeof(float) * DET_W * DET_H * 3),
+                .scores = malloc(sizeof(float) * DET_PRIORS * 2),
+                .locs = malloc(sizeof(float) * DET_PRIORS * 4),
         };
         int kept = 0;
 
         if (!d.pix || !d.tensor || !d.scores || !d.locs)
                 goto release;
+        for (int v = 0; v < 256; v++)
+                d.lut[v] = (v - 127) * (1 / 128.f);
 
         /* Level by level, coarse to fine. */
         for (;;) {

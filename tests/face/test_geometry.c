@@ -200,6 +200,77 @@ static void sample_reads_through_the_map(void **state)
         free(rgb);
 }
 
+/* One tap pair of the 8.8 bilinear formula, written out plainly. */
+static void ref_taps(double s, int len, int stride, int *i0, int *i1, int *w0,
+                     int *w1)
+{
+        double fl = floor(s);
+        int i = (int)fl, t = (int)lround((s - fl) * 256);
+
+        *w0 = i < 0 || i >= len ? 0 : 256 - t;
+        *w1 = i + 1 < 0 || i + 1 >= len ? 0 : t;
+        *i0 = (i < 0 ? 0 : (i >= len ? len - 1 : i)) * stride;
+        *i1 = (i + 1 < 0 ? 0 : (i + 1 >= len ? len - 1 : i + 1)) * stride;
+}
+
+/* The fast path of crops and scalings blends rows first and columns
+ * second; it must give, to the bit, what the bilinear formula gives
+ * (columns first), for any size, offset, mirror and edge. */
+static void axis_aligned_sample_is_bilinear(void **state)
+{
+        const int w = 301, h = 203;
+        uint8_t *rgb = malloc((size_t)w * h * 3);
+        uint8_t *out = malloc(700 * 40 * 3);
+        struct face_image img = {w, h, rgb, "test"};
+        struct face_pyramid pyr;
+        unsigned seed = 7;
+
+        (void)state;
+        for (int i = 0; i < w * h * 3; i++)
+                rgb[i] = (uint8_t)(rand_r(&seed) >> 7);
+        assert_int_equal(face_pyramid_build(&img, &pyr), FACE_OK);
+
+        for (int run = 0; run < 200; run++) {
+                /* Scales below 2 read the photo itself (level 0). */
+                double a = 0.3 + 1.6 * rand_r(&seed) / RAND_MAX;
+                double e = 0.3 + 1.6 * rand_r(&seed) / RAND_MAX;
+                if (run % 5 == 0)
+                        a = -a;
+                double c = -60 + (w + 120.0) * rand_r(&seed) / RAND_MAX;
+                double f = -60 + (h + 120.0) * rand_r(&seed) / RAND_MAX;
+                int ow = 1 + rand_r(&seed) % 700, oh = 1 + rand_r(&seed) % 40;
+                if (fabs(a * e) >= 4)
+                        continue;
+                struct face_affine m = {a, 0, c, 0, e, f};
+
+                face_geom_sample(&pyr, &m, ow, oh, out);
+                for (int y = 0; y < oh; y++) {
+                        int r0, r1, v0, v1;
+                        ref_taps(e * y + f, h, w * 3, &r0, &r1, &v0, &v1);
+                        for (int x = 0; x < ow; x++) {
+                                int c0, c1, u0, u1;
+                                ref_taps(a * x + c, w, 3, &c0, &c1, &u0, &u1);
+                                for (int ch = 0; ch < 3; ch++) {
+                                        int top = u0 * rgb[r0 + c0 + ch] +
+                                                  u1 * rgb[r0 + c1 + ch];
+                                        int bot = u0 * rgb[r1 + c0 + ch] +
+                                                  u1 * rgb[r1 + c1 + ch];
+                                        int want =
+                                                (v0 * top + v1 * bot + 32768) >>
+                                                16;
+                                        assert_int_equal(
+                                                out[((size_t)y * ow + x) * 3 +
+                                                    ch],
+                                                want);
+                                }
+                        }
+                }
+        }
+        face_pyramid_free(&pyr);
+        free(out);
+        free(rgb);
+}
+
 static void laplacian_tells_sharp_from_flat(void **state)
 {
         uint8_t flat[16 * 16 * 3], checks[16 * 16 * 3];
@@ -223,6 +294,7 @@ int main(void)
                 cmocka_unit_test(nms_keeps_neighbours_that_touch),
                 cmocka_unit_test(reduce_68_to_5),
                 cmocka_unit_test(sample_reads_through_the_map),
+                cmocka_unit_test(axis_aligned_sample_is_bilinear),
                 cmocka_unit_test(laplacian_tells_sharp_from_flat),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
