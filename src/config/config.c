@@ -68,6 +68,8 @@ static const struct setting settings[] = {
             "longest wait for an engine run before 503"),
         NUM(request_timeout_s, T_INT, 1, 86400,
             "seconds a connection may stay silent"),
+        NUM(receive_timeout_s, T_INT, 1, 86400,
+            "seconds from a request's headers to the end of its body"),
         NUM(max_connections, T_INT, 1, 1000000, "open connections at once"),
         NUM(shutdown_grace_s, T_INT, 0, 86400,
             "seconds a stop waits for requests in flight"),
@@ -108,6 +110,7 @@ void config_default(struct config *cfg)
         cfg->queue_length = 16;
         cfg->queue_wait_ms = 10000;
         cfg->request_timeout_s = 30;
+        cfg->receive_timeout_s = 300;
         cfg->max_connections = 1000;
         cfg->shutdown_grace_s = 30;
         strcpy(cfg->public_url, "http://127.0.0.1:8080");
@@ -562,6 +565,7 @@ void config_to_http(const struct config *cfg, struct http_config *http)
         http->max_body_bytes = cfg->max_body_bytes;
         http->max_header_bytes = cfg->max_header_bytes;
         http->request_timeout_s = cfg->request_timeout_s;
+        http->receive_timeout_s = cfg->receive_timeout_s;
         http->max_connections = cfg->max_connections;
         http->shutdown_grace_s = cfg->shutdown_grace_s;
         http->gate_slots = cfg->max_concurrent_recognitions;

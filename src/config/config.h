@@ -43,6 +43,7 @@ struct config {
         int queue_length;                /* requests waiting for a run */
         int queue_wait_ms;               /* longest wait before 503 */
         int request_timeout_s;           /* idle connection timeout */
+        int receive_timeout_s;           /* headers to end of body */
         int max_connections;             /* open connections */
         int shutdown_grace_s;            /* wait for requests at stop */
 

@@ -51,6 +51,7 @@ struct http_config {
         size_t max_body_bytes;   /* default for routes; 413 above it */
         size_t max_header_bytes; /* per connection memory for headers */
         int request_timeout_s;   /* idle time before a connection drops */
+        int receive_timeout_s;   /* headers to end of body; 408 after */
         int max_connections;     /* open connections at once */
         int shutdown_grace_s;    /* how long stop waits for requests */
         int gate_slots;          /* recognitions at once */

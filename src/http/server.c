@@ -21,6 +21,7 @@ void http_config_default(struct http_config *cfg)
                 .max_body_bytes = 32u << 20,
                 .max_header_bytes = 32u << 10,
                 .request_timeout_s = 30,
+                .receive_timeout_s = 300,
                 .max_connections = 1000,
                 .shutdown_grace_s = 30,
                 .gate_slots = 2,
@@ -127,6 +128,8 @@ static bool config_ok(const struct http_config *c, char *err, size_t errlen)
                in_range((long long)c->max_header_bytes, 4096, 1 << 24,
                         "max_header_bytes", err, errlen) &&
                in_range(c->request_timeout_s, 1, 86400, "request_timeout_s",
+                        err, errlen) &&
+               in_range(c->receive_timeout_s, 1, 86400, "receive_timeout_s",
                         err, errlen) &&
                in_range(c->max_connections, 1, 1000000, "max_connections", err,
                         errlen) &&
@@ -574,12 +577,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                 return MHD_YES;
         }
 
-        /* A piece of the body. */
+        /* A piece of the body.  The inactivity timeout does not stop a
+         * client that sends a byte now and then; the whole body must
+         * arrive within receive_timeout_s of the headers.  libmicrohttpd
+         * takes no answer in the middle of a body, so the connection is
+         * cut; the access log records the request as 408. */
         if (*upload_data_size != 0) {
                 size_t n = *upload_data_size;
                 *upload_data_size = 0;
                 if (req->queued)
                         return MHD_YES;
+                if (!req->answered && http_elapsed_s(&req->started) >
+                                              srv->cfg.receive_timeout_s) {
+                        http_reply_error(req, 408, "REQUEST_TIMEOUT",
+                                         "The request body did not arrive in "
+                                         "time; send it faster or in a smaller "
+                                         "request.",
+                                         "body");
+                        log_write(LOG_WARN, "http", req->id,
+                                  "A request body took longer than %d s to "
+                                  "arrive; the connection is closed.",
+                                  srv->cfg.receive_timeout_s);
+                        return MHD_NO;
+                }
                 if (!http_request_body_feed(req, upload_data, n))
                         return MHD_NO;
                 return MHD_YES;

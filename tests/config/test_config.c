@@ -75,6 +75,7 @@ static void test_defaults(void **state)
         assert_string_equal(h.listen, "127.0.0.1:8080");
         assert_int_equal(h.gate_slots, 2);
         assert_int_equal(h.max_body_bytes, c.max_body_bytes);
+        assert_int_equal(h.receive_timeout_s, 300);
 }
 
 /* The same setting from the file, then env, then a flag: the later wins. */
@@ -128,6 +129,7 @@ static void test_bad_values(void **state)
                 {"http_threads", "4 "},
                 {"min_face", "19"},
                 {"min_face", "20001"},
+                {"receive_timeout_s", "0"},
                 {"max_body_bytes", "-5"},
                 {"max_body_bytes", "12Q"},
                 {"max_body_bytes", "99999999999G"},
@@ -163,6 +165,12 @@ static void test_bad_values(void **state)
         assert_int_equal(
                 config_set(&c, "min_face", "120", "t", err, sizeof err), 0);
         assert_int_equal(c.min_face, 120);
+        assert_int_equal(
+                config_set(&c, "receive_timeout_s", "45", "t", err, sizeof err),
+                0);
+        struct http_config h;
+        config_to_http(&c, &h);
+        assert_int_equal(h.receive_timeout_s, 45);
 
         /* The mail server's CA file: empty by default, from the
          * environment as FRAPI_SMTP_CA_FILE. */

@@ -637,6 +637,84 @@ static void test_body_limit(void **state)
         free(big);
 }
 
+/* A body sent a byte at a time, each well within the inactivity
+ * timeout: a client may trickle, but not forever. */
+struct trickle {
+        int left;
+};
+
+static size_t on_trickle(char *buf, size_t size, size_t n, void *ud)
+{
+        struct trickle *t = ud;
+
+        (void)size;
+        (void)n;
+        if (t->left == 0)
+                return 0;
+        usleep(200 * 1000);
+        buf[0] = ' ';
+        t->left--;
+        return 1;
+}
+
+/* The whole body must arrive within receive_timeout_s of the headers:
+ * a trickling client loses the connection then, not when it likes.
+ * (libmicrohttpd cannot answer in the middle of a body.) */
+static void test_receive_timeout(void **state)
+{
+        (void)state;
+        struct http_config cfg;
+        http_config_default(&cfg);
+        cfg.listen = "127.0.0.1:0";
+        cfg.access_log = "";
+        cfg.request_timeout_s = 5;
+        cfg.receive_timeout_s = 1;
+        char err[256];
+        struct http_server *s2 = http_server_new(&cfg, err, sizeof err);
+        assert_non_null(s2);
+        http_route(s2, "POST", "/t/{id}", on_echo, 0, NULL);
+        assert_int_equal(http_server_start(s2, err, sizeof err), 0);
+
+        char url[96];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u/t/1",
+                 (unsigned)http_server_port(s2));
+        struct trickle t = {40}; /* 8 s at 5 bytes a second */
+        struct resp r = {0};
+        struct curl_slist *h =
+                curl_slist_append(NULL, "Content-Type: application/json");
+        CURL *c = curl_easy_init();
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 40L);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_trickle);
+        curl_easy_setopt(c, CURLOPT_READDATA, &t);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        CURLcode rc = curl_easy_perform(c);
+
+        assert_int_not_equal(rc, CURLE_OK);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+        assert_int_equal(r.status, 0);
+        assert_true(t.left > 20); /* cut near 1 s, not at the end (8 s) */
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        assert_true(t1.tv_sec - t0.tv_sec < 5);
+        resp_free(&r);
+        curl_slist_free_all(h);
+        curl_easy_cleanup(c);
+        http_server_free(s2);
+
+        /* Out of range is refused. */
+        cfg.receive_timeout_s = 0;
+        assert_null(http_server_new(&cfg, err, sizeof err));
+        assert_non_null(strstr(err, "receive_timeout_s"));
+}
+
 /* Row A6: 5 MB with a bad, empty or missing key gets 401 and the body is
  * neither read nor handled. */
 static void test_before_body_hook(void **state)
@@ -1137,6 +1215,7 @@ int main(void)
                 cmocka_unit_test(test_json_bodies),
                 cmocka_unit_test(test_multipart),
                 cmocka_unit_test(test_body_limit),
+                cmocka_unit_test(test_receive_timeout),
                 cmocka_unit_test(test_before_body_hook),
                 cmocka_unit_test(test_query_helpers),
                 cmocka_unit_test(test_silent_handler),
