@@ -124,6 +124,7 @@ struct http_request {
         size_t max_body;
         size_t received;
         bool body_failed; /* answered while the body was arriving */
+        bool drain;       /* answered; the body is read and dropped first */
         unsigned char *body;
         size_t body_len;
         size_t body_cap;

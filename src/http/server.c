@@ -265,6 +265,28 @@ uint16_t http_server_port(const struct http_server *srv)
 
 /* Routes a request whose headers are in, and runs its before-body hook;
  * may answer at once (404, 405, 401, 413, 415). */
+/*
+ * An answer given before the body (a refused key, a rate limit) goes out
+ * at once and the connection closes with the body unread; a client still
+ * sending then often sees a reset instead of the answer.  A rate-limited
+ * client has a valid key and needs its 429 and Retry-After, so that body,
+ * if it declares a length within the route's limit, is read and dropped
+ * (no memory, no engine) and the 429 goes out after it, on a connection
+ * that stays open.  A client that asked "Expect: 100-continue" gets the
+ * 429 at once instead, and sends no body.  Other refusals (401, 403) keep
+ * the immediate answer: nothing of an unknown client's body is read.
+ */
+static void drain_or_not(struct http_request *req)
+{
+        const char *cl = http_request_header(req, "Content-Length");
+        const char *expect = http_request_header(req, "Expect");
+
+        if (req->status != 429 || !cl || (expect && *expect))
+                return;
+        req->max_body = req->route->max_body;
+        req->drain = strtoull(cl, NULL, 10) <= req->max_body;
+}
+
 static void request_begin(struct http_server *srv, struct http_request *req)
 {
         char allow[160];
@@ -295,6 +317,7 @@ static void request_begin(struct http_server *srv, struct http_request *req)
                                          "The request could not be checked.",
                                          NULL);
                 }
+                drain_or_not(req);
                 return;
         }
 
@@ -572,7 +595,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                  * (then MHD closes the connection instead of reading it);
                  * without a body it waits for the final call, which keeps the
                  * connection alive. */
-                if (req->answered && request_has_body(req))
+                if (req->answered && request_has_body(req) && !req->drain)
                         return http_reply_queue(req);
                 return MHD_YES;
         }
@@ -587,13 +610,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                 *upload_data_size = 0;
                 if (req->queued)
                         return MHD_YES;
-                if (!req->answered && http_elapsed_s(&req->started) >
-                                              srv->cfg.receive_timeout_s) {
-                        http_reply_error(req, 408, "REQUEST_TIMEOUT",
-                                         "The request body did not arrive in "
-                                         "time; send it faster or in a smaller "
-                                         "request.",
-                                         "body");
+                if (http_elapsed_s(&req->started) >
+                    srv->cfg.receive_timeout_s) {
+                        if (!req->answered)
+                                http_reply_error(req, 408, "REQUEST_TIMEOUT",
+                                                 "The request body did not "
+                                                 "arrive in time; send it "
+                                                 "faster or in a smaller "
+                                                 "request.",
+                                                 "body");
                         log_write(LOG_WARN, "http", req->id,
                                   "A request body took longer than %d s to "
                                   "arrive; the connection is closed.",
