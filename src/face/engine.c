@@ -562,18 +562,67 @@ static const unsigned char mirror68[68] = {
         51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65,
 };
 
-/* Runs the landmark model on the square (x, y, side) of the photo, and
- * on its mirror image; the two answers are averaged. */
-static int landmarks_in(struct face_engine *eng, const struct face_pyramid *pyr,
-                        float x, float y, float side, struct face_point out[68])
+/* The landmark model is made for upright faces.  On a face turned by a
+ * quarter or half turn (a phone photo without its EXIF tag) it still
+ * answers, but its answers for the crop and for the crop's mirror image
+ * disagree: on lfw-dev the mean distance between them is 0.004-0.018 of
+ * the crop's side for upright faces (one of 100 at 0.039) and 0.015-0.26
+ * for turned ones (all but 3 of 211 above 0.025).  Above LMK_SUSPECT the
+ * other three quarter turns are tried, and one is taken when its answers
+ * agree LMK_TURN_GAIN times better. */
+#define LMK_SUSPECT   0.02f
+#define LMK_TURN_GAIN 0.5f
+
+/* A square crop of the photo: its top-left corner and side as if
+ * upright, and how many quarter turns (0-3, clockwise on screen) the
+ * face in it is turned about its centre. */
+struct lmk_frame {
+        float x, y, side;
+        int turns;
+};
+
+/* Photo point of the crop point at fractions (fx, fy) of the frame, as
+ * the model sees it (upright). */
+static struct face_point frame_point(const struct lmk_frame *fr, float fx,
+                                     float fy)
+{
+        static const int cs[4][2] = {{1, 0}, {0, 1}, {-1, 0}, {0, -1}};
+        const int c = cs[fr->turns][0], s = cs[fr->turns][1];
+        float h = fr->side / 2, u = fx * fr->side - h, v = fy * fr->side - h;
+
+        if (fr->turns == 0)
+                return (struct face_point){fr->x + fx * fr->side,
+                                           fr->y + fy * fr->side};
+        return (struct face_point){fr->x + h + c * u - s * v,
+                                   fr->y + h + s * u + c * v};
+}
+
+/* Runs the landmark model on the frame, and on its mirror image; the two
+ * answers are averaged into out (photo coordinates).  Returns how much
+ * they disagree (mean distance, as a fraction of the side), or -1. */
+static float landmarks_in(struct face_engine *eng,
+                          const struct face_pyramid *pyr,
+                          const struct lmk_frame *fr, struct face_point out[68])
 {
         uint8_t pix[LMK_SIZE * LMK_SIZE * 3];
         float tensor[LMK_SIZE * LMK_SIZE], mirror[LMK_SIZE * LMK_SIZE];
         float a[136], b[136];
         float *oa[1] = {a}, *ob[1] = {b};
         const size_t len[1] = {136};
-        struct face_affine m =
-                face_geom_box_map(x, y, side, side, LMK_SIZE, LMK_SIZE);
+        double apart = 0;
+        struct face_affine m = face_geom_box_map(fr->x, fr->y, fr->side,
+                                                 fr->side, LMK_SIZE, LMK_SIZE);
+
+        /* A turned frame: output pixel (u, v) reads the photo where
+         * frame_point() puts the centre of that pixel. */
+        if (fr->turns) {
+                const float q = 1.0f / LMK_SIZE;
+                struct face_point o = frame_point(fr, q / 2, q / 2);
+                struct face_point du = frame_point(fr, q * 1.5f, q / 2);
+                struct face_point dv = frame_point(fr, q / 2, q * 1.5f);
+                m = (struct face_affine){du.x - o.x, dv.x - o.x, o.x - 0.5,
+                                         du.y - o.y, dv.y - o.y, o.y - 0.5};
+        }
 
         face_geom_sample(pyr, &m, LMK_SIZE, LMK_SIZE, pix);
         to_grey(pix, LMK_SIZE, LMK_SIZE, 1 / 256.f, tensor);
@@ -589,28 +638,30 @@ static int landmarks_in(struct face_engine *eng, const struct face_pyramid *pyr,
          * and its points swap sides. */
         for (int i = 0; i < 68; i++) {
                 int j = mirror68[i];
-                float fx = (a[2 * i] + (1.0f - b[2 * j])) / 2;
-                float fy = (a[2 * i + 1] + b[2 * j + 1]) / 2;
+                float mx = 1.0f - b[2 * j], my = b[2 * j + 1];
+                float dx = a[2 * i] - mx, dy = a[2 * i + 1] - my;
 
-                out[i].x = x + fx * side;
-                out[i].y = y + fy * side;
+                apart += sqrt((double)dx * dx + (double)dy * dy);
+                out[i] = frame_point(fr, (a[2 * i] + mx) / 2,
+                                     (a[2 * i + 1] + my) / 2);
         }
-        return 0;
+        return (float)(apart / 68);
 }
 
 /*
- * 68 landmarks in two passes: the first on the detector's box, the
- * second on a box re-centred on the first pass' points, so that the
- * crop sits on the face the way the model was trained, whatever the
- * detector's offset.
+ * 68 landmarks of the face in frame fr in two passes: the first on the
+ * frame as given (the detector's box), the second on a frame re-centred
+ * on the first pass' points, so that the crop sits on the face the way
+ * the model was trained, whatever the detector's offset.  Returns the
+ * second pass' disagreement, or -1.
  */
-static int landmarks(struct face_engine *eng, const struct face_pyramid *pyr,
-                     const struct face_box *box, struct face_point out[68])
+static float landmarks_turned(struct face_engine *eng,
+                              const struct face_pyramid *pyr,
+                              struct lmk_frame fr, struct face_point out[68])
 {
-        float side = box->x2 - box->x1;
         float cx = 0, cy = 0;
 
-        if (landmarks_in(eng, pyr, box->x1, box->y1, side, out))
+        if (landmarks_in(eng, pyr, &fr, out) < 0)
                 return -1;
         for (int i = 0; i < 68; i++) {
                 cx += out[i].x;
@@ -620,10 +671,53 @@ static int landmarks(struct face_engine *eng, const struct face_pyramid *pyr,
         cy /= 68;
 
         /* The points' mean sits this far from the box centre on average
-         * (measured on LFW); put the next crop where the detector would. */
-        cx -= LMK_MEAN_DX * side;
-        cy -= LMK_MEAN_DY * side;
-        return landmarks_in(eng, pyr, cx - side / 2, cy - side / 2, side, out);
+         * (measured on LFW), in the face's own up and down; put the next
+         * crop where the detector would. */
+        struct lmk_frame at = {cx - fr.side / 2, cy - fr.side / 2, fr.side,
+                               fr.turns};
+        struct face_point off =
+                frame_point(&at, 0.5f + LMK_MEAN_DX, 0.5f + LMK_MEAN_DY);
+        if (fr.turns == 0) {
+                cx -= LMK_MEAN_DX * fr.side;
+                cy -= LMK_MEAN_DY * fr.side;
+        } else {
+                cx -= off.x - cx;
+                cy -= off.y - cy;
+        }
+        fr.x = cx - fr.side / 2;
+        fr.y = cy - fr.side / 2;
+        return landmarks_in(eng, pyr, &fr, out);
+}
+
+/* The landmarks of the face in box: upright first, and the other quarter
+ * turns when the upright answer looks wrong (LMK_SUSPECT). */
+static int landmarks(struct face_engine *eng, const struct face_pyramid *pyr,
+                     const struct face_box *box, struct face_point out[68])
+{
+        struct lmk_frame fr = {box->x1, box->y1, box->x2 - box->x1, 0};
+        float best = landmarks_turned(eng, pyr, fr, out);
+
+        if (best < 0)
+                return -1;
+
+        /* A face cut by the photo's edge disagrees with its mirror
+         * anyway, and a turned crop of it can look tidier than the
+         * upright one: only whole faces are turned. */
+        if (best <= LMK_SUSPECT || box->x1 < 0 || box->y1 < 0 ||
+            box->x2 > pyr->width[0] || box->y2 > pyr->height[0])
+                return 0;
+        for (int t = 1; t < 4; t++) {
+                struct face_point pts[68];
+                fr.turns = t;
+                float d = landmarks_turned(eng, pyr, fr, pts);
+                if (d < 0)
+                        return -1;
+                if (d < best * LMK_TURN_GAIN) {
+                        best = d;
+                        memcpy(out, pts, sizeof pts);
+                }
+        }
+        return 0;
 }
 
 /* Aligns the face on its five points to the 112x112 template. */

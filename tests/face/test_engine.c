@@ -322,17 +322,18 @@ static void face_at_the_border_still_matches(void **state)
 }
 
 /*
- * Row F1: pixels rotated without an EXIF tag.  The engine does not search
- * rotations (docs/engine.md): the answer is a success, with the face or
- * without it, never an error; and a face found on its side or upside
- * down never matches the upright face, so it cannot cause a false
- * accept.
+ * Row F1: pixels rotated without an EXIF tag.  The answer is a success,
+ * with the face or without it, never an error.  A face the detector
+ * finds on its side or upside down is turned upright for its landmarks
+ * (docs/engine.md), so it matches the upright face; this one is found in
+ * at least two of the three turns.
  */
 static void rotated_face_is_handled(void **state)
 {
         struct face_image src, up;
         VipsImage *cut = one_face(&src, 30);
         struct face upright;
+        int matched = 0;
 
         (void)state;
         up = reencode(cut, 90);
@@ -349,14 +350,19 @@ static void rotated_face_is_handled(void **state)
                                          eng, &img, FACE_WANT_EMBEDDING, 0, &l),
                                  FACE_OK);
                 assert_true(l.count <= 1);
-                for (int i = 0; i < l.count; i++)
-                        assert_true(face_similarity(l.faces[i].embedding,
-                                                    upright.embedding) <
-                                    FACE_DEFAULT_MATCH_THRESHOLD);
+                for (int i = 0; i < l.count; i++) {
+                        float sim = face_similarity(l.faces[i].embedding,
+                                                    upright.embedding);
+                        if (sim < FACE_DEFAULT_MATCH_THRESHOLD)
+                                fail_msg("turn %d: similarity %.3f", r * 90,
+                                         (double)sim);
+                        matched++;
+                }
                 face_list_free(&l);
                 face_image_free(&img);
                 g_object_unref(rot);
         }
+        assert_true(matched >= 2);
         face_image_free(&up);
         g_object_unref(cut);
         face_image_free(&src);
