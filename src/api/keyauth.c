@@ -79,6 +79,17 @@ bool keyauth_before(struct http_request *req, void *userdata)
                 return false;
         }
 
+        /* Two X-API-Key lines could name two collections; which one the
+         * client meant is not ours to guess.  (No key holds a comma, so
+         * a comma in the joined lines means more than one.) */
+        const char *lines = http_request_header_list(req, KEYAUTH_HEADER);
+        if (lines && strchr(lines, ',')) {
+                http_reply_error(req, 401, "INVALID_API_KEY",
+                                 "Send exactly one X-API-Key header.",
+                                 KEYAUTH_HEADER);
+                return false;
+        }
+
         /* A key of the wrong shape is refused without a database read. */
         if (!apikey_parse(key, prefix))
                 return refuse_invalid(req);

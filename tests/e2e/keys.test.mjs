@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
@@ -165,6 +166,44 @@ test('a request refused by the rate limit costs no engine time', async () => {
     assert.ok(Number(sentAnyway.headers.get('retry-after')) >= 1);
   }
   assert.equal(await engineStages(), afterOk);
+});
+
+// One raw request over its own connection; resolves with the status
+// and the body.
+function rawRequest(text) {
+  const url = new URL(srv.base);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(Number(url.port), url.hostname, () =>
+      sock.end(text));
+    let got = '';
+    sock.on('data', (d) => { got += d; });
+    sock.on('error', reject);
+    sock.on('close', () => {
+      const status = Number(got.split(' ')[1]);
+      const body = got.slice(got.indexOf('\r\n\r\n') + 4);
+      resolve({ status, body });
+    });
+  });
+}
+
+test('two X-API-Key headers are refused, whichever is valid', async () => {
+  const a = newTenant(dataDir, 'dup-a');
+  const b = newTenant(dataDir, 'dup-b');
+  for (const pair of [[a.key, b.key], [a.key, 'fr_live_nope'],
+    ['fr_live_nope', a.key], [a.key, a.key]]) {
+    const r = await rawRequest('GET /api/v1/faces HTTP/1.1\r\nHost: x\r\n' +
+      `X-API-Key: ${pair[0]}\r\nX-API-Key: ${pair[1]}\r\n` +
+      'Connection: close\r\n\r\n');
+    assert.equal(r.status, 401, r.body);
+    const e = JSON.parse(r.body).error;
+    assert.equal(e.code, 'INVALID_API_KEY');
+    assert.equal(e.param, 'X-API-Key');
+    assert.match(e.message, /exactly one/);
+  }
+  // One header still works.
+  const one = await rawRequest('GET /api/v1/faces HTTP/1.1\r\nHost: x\r\n' +
+    `X-API-Key: ${a.key}\r\nConnection: close\r\n\r\n`);
+  assert.equal(one.status, 200, one.body);
 });
 
 test('every keyed answer carries the X-RateLimit headers', async () => {
