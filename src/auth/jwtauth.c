@@ -143,6 +143,28 @@ static bool copy_claim(json_t *grants, const char *name, char *out, size_t n)
         return true;
 }
 
+/* True when the token's header holds nothing but alg and typ, as ours
+ * do: a "crit" list names extensions the reader must understand, and
+ * this server understands none (RFC 7515 4.1.11). */
+static bool header_plain(jwt_t *jwt)
+{
+        char *text = jwt_get_headers_json(jwt, NULL);
+        json_t *head = text ? json_loads(text, 0, NULL) : NULL;
+        bool ok = json_is_object(head);
+        const char *name;
+        json_t *v;
+
+        json_object_foreach(head, name, v)
+        {
+                (void)v;
+                if (strcmp(name, "alg") != 0 && strcmp(name, "typ") != 0)
+                        ok = false;
+        }
+        json_decref(head);
+        free(text);
+        return ok;
+}
+
 /* Checks the claims of a token whose signature is already verified. */
 static enum jwtauth_status check_claims(jwt_t *jwt, time_t now,
                                         struct jwtauth_claims *out)
@@ -165,8 +187,15 @@ static enum jwtauth_status check_claims(jwt_t *jwt, time_t now,
                 st = JWTAUTH_EXPIRED;
                 goto out;
         }
+        /* Our tokens carry their issue time; one from the future was not
+         * made by this clock (a minute of skew between nodes is fine). */
         json_t *iat = json_object_get(grants, "iat");
-        out->iat = json_is_integer(iat) ? json_integer_value(iat) : 0;
+        if (!json_is_integer(iat) ||
+            json_integer_value(iat) > (long long)now + 60) {
+                st = JWTAUTH_FUTURE;
+                goto out;
+        }
+        out->iat = json_integer_value(iat);
 
         /* The identity the rest of the server relies on. */
         if (!copy_claim(grants, "sub", out->sub, sizeof out->sub) ||
@@ -204,6 +233,10 @@ enum jwtauth_status jwtauth_verify(const struct jwtauth_key *key,
                 st = JWTAUTH_BAD_ALGORITHM;
                 goto out;
         }
+        if (!header_plain(jwt)) {
+                st = JWTAUTH_BAD_HEADER;
+                goto out;
+        }
         st = check_claims(jwt, now, out);
 out:
         jwt_free(jwt);
@@ -221,8 +254,14 @@ const char *jwtauth_status_text(enum jwtauth_status st)
                 return "the token is malformed or not signed by this server";
         case JWTAUTH_BAD_ALGORITHM:
                 return "the token uses an algorithm other than HS256";
+        case JWTAUTH_BAD_HEADER:
+                return "the token's header holds more than alg and typ";
         case JWTAUTH_NO_EXPIRY:
-                return "the token has no numeric expiry";
+                return "the token's expiry (exp) is missing or not a whole "
+                       "number of seconds";
+        case JWTAUTH_FUTURE:
+                return "the token's issue time (iat) is missing or in the "
+                       "future";
         case JWTAUTH_EXPIRED:
                 return "the token has expired";
         case JWTAUTH_BAD_CLAIMS:

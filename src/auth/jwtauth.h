@@ -35,7 +35,9 @@ enum jwtauth_status {
         JWTAUTH_MALFORMED,     /* not a JWT, or too long */
         JWTAUTH_BAD_SIGNATURE, /* another key, altered, or alg "none" */
         JWTAUTH_BAD_ALGORITHM, /* signed, but not HS256: HS512, ... */
-        JWTAUTH_NO_EXPIRY,     /* "exp" missing or not a number */
+        JWTAUTH_BAD_HEADER,    /* header members beyond alg and typ (crit) */
+        JWTAUTH_NO_EXPIRY,     /* "exp" missing or not a whole number */
+        JWTAUTH_FUTURE,        /* "iat" missing, or after now (+ 60 s) */
         JWTAUTH_EXPIRED,       /* "exp" is not after now */
         JWTAUTH_BAD_CLAIMS,    /* sub, org, sid or jti missing or wrong */
         JWTAUTH_ERROR,         /* out of memory, library failure */

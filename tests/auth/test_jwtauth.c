@@ -11,6 +11,7 @@
 
 #include <jwt.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,65 @@ static void s1_expiry(void **state)
         free(tok);
 }
 
+/* A correctly signed HS256 token with grants (JSON text) and, when
+ * header_crit, a "crit" header member. */
+static char *forge_json(const char *grants, bool header_crit)
+{
+        jwt_t *jwt;
+
+        assert_int_equal(jwt_new(&jwt), 0);
+        assert_int_equal(jwt_add_grants_json(jwt, grants), 0);
+        if (header_crit)
+                assert_int_equal(
+                        jwt_add_headers_json(jwt, "{\"crit\": [\"foo\"]}"), 0);
+        assert_int_equal(
+                jwt_set_alg(jwt, JWT_ALG_HS256, key.secret, sizeof key.secret),
+                0);
+        char *tok = jwt_encode_str(jwt);
+        jwt_free(jwt);
+        assert_non_null(tok);
+        return tok;
+}
+
+/* Signed with the right key and algorithm, but not as this server makes
+ * them: an extension in the header, an issue time from the future or
+ * none, an expiry with a fraction. */
+static void signed_but_not_ours(void **state)
+{
+        (void)state;
+        struct jwtauth_claims out;
+        char grants[512];
+        const char *ids = "\"sub\": \"usr_1\", \"org\": \"org_1\", "
+                          "\"sid\": \"ses_1\", \"jti\": \"jti_1\"";
+        struct {
+                const char *extra;
+                bool crit;
+                enum jwtauth_status want;
+        } cases[] = {
+                {"\"iat\": 1899999990, \"exp\": 1900003600", false, JWTAUTH_OK},
+                {"\"iat\": 1900000050, \"exp\": 1900003600", false,
+                 JWTAUTH_OK}, /* a minute of skew */
+                {"\"iat\": 1899999990, \"exp\": 1900003600", true,
+                 JWTAUTH_BAD_HEADER},
+                {"\"iat\": 1900000100, \"exp\": 1900003600", false,
+                 JWTAUTH_FUTURE},
+                {"\"exp\": 1900003600", false, JWTAUTH_FUTURE},
+                {"\"iat\": \"1899999990\", \"exp\": 1900003600", false,
+                 JWTAUTH_FUTURE},
+                {"\"iat\": 1899999990, \"exp\": 1900003600.5", false,
+                 JWTAUTH_NO_EXPIRY},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                snprintf(grants, sizeof grants, "{%s, %s}", ids,
+                         cases[i].extra);
+                char *tok = forge_json(grants, cases[i].crit);
+                enum jwtauth_status st = jwtauth_verify(&key, tok, now, &out);
+                if (st != cases[i].want)
+                        fail_msg("case %zu: %s", i, jwtauth_status_text(st));
+                free(tok);
+        }
+}
+
 static void malformed_tokens(void **state)
 {
         (void)state;
@@ -213,6 +273,7 @@ int main(void)
                 cmocka_unit_test(s1_wrong_key),
                 cmocka_unit_test(s1_expiry),
                 cmocka_unit_test(malformed_tokens),
+                cmocka_unit_test(signed_but_not_ours),
                 cmocka_unit_test(secret_file_made_once_0600),
         };
         return cmocka_run_group_tests(tests, setup, NULL);
