@@ -194,9 +194,16 @@ static char *csv_line(const struct store_face *f, enum export_embedding e)
         csv_field(out, f->name, false, true);
         csv_field(out, f->metadata ? f->metadata : "{}", false, false);
         csv_field(out, f->model_version, false, false);
-        fprintf(out, ",%.1f,%.1f,%.1f,%.1f,%.3f", (double)f->box.x1,
-                (double)f->box.y1, (double)(f->box.x2 - f->box.x1),
-                (double)(f->box.y2 - f->box.y1), (double)f->quality);
+        /* The box in whole pixels and the quality to three decimals, as
+         * every JSON answer gives them. */
+        json_t *box = api_json_box(&f->box);
+        fprintf(out, ",%lld,%lld,%lld,%lld,%.3f",
+                (long long)json_integer_value(json_object_get(box, "x")),
+                (long long)json_integer_value(json_object_get(box, "y")),
+                (long long)json_integer_value(json_object_get(box, "width")),
+                (long long)json_integer_value(json_object_get(box, "height")),
+                api_json_score(f->quality));
+        json_decref(box);
         csv_field(out, json_string_value(created), false, false);
         csv_field(out, json_string_value(updated), false, false);
         json_decref(created);

@@ -144,6 +144,11 @@ test('CSV export: a header and one record per face', async () => {
     + 'box_y,box_width,box_height,quality,created_at,updated_at');
   assert.equal(rows.length, 10001);
   assert.match(rows[1], /^face_\w+,syn-9999,Synthetic 9999,"\{""i"":9999,""tag"":""odd""\}",/);
+  // The box in whole pixels and the quality to three decimals, as the
+  // JSON answers give them.
+  for (const row of rows.slice(1, 50)) {
+    assert.match(row, /,-?\d+,-?\d+,\d+,\d+,\d+\.\d{3},\d{4}-\d\d-\d\dT/, row);
+  }
 
   const call = client(srv.base, big.key);
   for (const q of ['format=xml', 'include_embeddings=maybe',
