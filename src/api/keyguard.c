@@ -444,7 +444,10 @@ enum store_status keyguard_describe(struct store *s, const char *key_id,
                 json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
         *out = json_pack("{s:s, s:s, s:s?, s:i, s:o, s:I, s:I, s:I, s:o}", "id",
                          key_id, "collection_id", sqlite3_column_text(st, 0),
-                         "name", name, "rpm", sqlite3_column_int(st, 2),
+                         "name", name, "rpm",
+                         sqlite3_column_int(st, 2) > 0
+                                 ? sqlite3_column_int(st, 2)
+                                 : KEYGUARD_DEFAULT_RPM,
                          "allowed_ips", allow ? allow : json_array(),
                          "created_ms", (json_int_t)sqlite3_column_int64(st, 4),
                          "revoked_ms", (json_int_t)sqlite3_column_int64(st, 5),

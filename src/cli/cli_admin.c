@@ -98,7 +98,8 @@ static int print_json(json_t *obj)
 {
         if (!obj)
                 return CLI_INTERNAL;
-        char *text = json_dumps(obj, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+        char *text = json_dumps(obj, JSON_INDENT(2) | JSON_ENSURE_ASCII |
+                                             JSON_REAL_PRECISION(7));
         json_decref(obj);
         if (!text)
                 return CLI_INTERNAL;
@@ -331,11 +332,11 @@ int cli_keys(int argc, char **argv)
         log_info("admin", "Created API key %s for collection %s.", rec.id,
                  coll);
         admin_audit(s, "api_key.create", rec.id);
-        /* rpm null: the server's default limit applies. */
+        /* Without --rpm the key gets the default limit; say which. */
         rc = print_json(json_pack(
-                "{s:s, s:s, s:s, s:s?, s:o, s:O, s:I}", "id", rec.id, "key",
+                "{s:s, s:s, s:s, s:s?, s:i, s:O, s:I}", "id", rec.id, "key",
                 key, "collection_id", coll, "name", name, "rpm",
-                rpm ? json_integer(rpm) : json_null(), "allowed_ips", allow,
+                (int)(rpm ? rpm : KEYGUARD_DEFAULT_RPM), "allowed_ips", allow,
                 "created_ms", (json_int_t)rec.created_ms));
 out:
         sodium_memzero(key, sizeof key);

@@ -388,6 +388,16 @@ test('last use is kept in memory and written at shutdown', async () => {
   assert.equal(fresh.last_used_ip, null);
   assert.equal(fresh.rpm, 30);
   assert.deepEqual(fresh.allowed_ips, ['127.0.0.1']);
+
+  // Without --rpm, create and show both name the default limit.
+  const plain = admin(dir, 'keys', 'create', '--collection',
+    t.collection.id);
+  assert.equal(plain.rpm, 600);
+  assert.equal(admin(dir, 'keys', 'show', plain.id).rpm, 600);
+  // Thresholds print as the short decimals they are.
+  const made = execFileSync(frapi, ['collections', 'create', 'Printed',
+    '--threshold', '0.45', '--data-dir', dir], { cwd: root }).toString();
+  assert.match(made, /"match_threshold": 0\.45,/);
   assert.equal(fresh.key, undefined);
 
   const s = await startServer(dir);
