@@ -582,10 +582,18 @@ void http_request_body_end(struct http_request *req)
                 req->json = json_loadb((const char *)req->body, req->body_len,
                                        JSON_REJECT_DUPLICATES, &jerr);
                 if (!req->json) {
+                        /* jansson names its own flag for this one; say
+                         * what is wrong in the client's terms. */
+                        const char *why =
+                                json_error_code(&jerr) ==
+                                                json_error_null_character
+                                        ? "a string holds \\u0000, which no "
+                                          "field may contain"
+                                        : jerr.text;
                         http_reply_errorf(req, 400, "INVALID_JSON", "body",
                                           "The request body is not valid JSON: "
                                           "%s (line %d, column %d).",
-                                          jerr.text, jerr.line, jerr.column);
+                                          why, jerr.line, jerr.column);
                         return;
                 }
                 bool arr = (req->route->flags & HTTP_BODY_JSON_ARRAY) &&

@@ -499,6 +499,15 @@ static void test_json_bodies(void **state)
                 resp_free(&r);
         }
 
+        /* An escaped NUL is named in the client's terms, not by the
+         * JSON library's flag. */
+        request("POST", "/t/1", "application/json", "{\"n\":\"a\\u0000b\"}",
+                &r);
+        expect_error(&r, 400, "INVALID_JSON", "body");
+        assert_non_null(strstr(r.body, "no field may contain"));
+        assert_null(strstr(r.body, "JSON_ALLOW_NUL"));
+        resp_free(&r);
+
         request("POST", "/t/1", "text/plain", "hello", &r);
         expect_error(&r, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type");
         resp_free(&r);
