@@ -7,6 +7,7 @@
  * reports, as the server's min_face setting does.
  */
 #include "cli/cli.h"
+#include "config/config.h"
 #include "face/face.h"
 #include "util/file.h"
 
@@ -54,7 +55,10 @@ static int config_from_env(struct face_engine_config *cfg)
         const char *threads = getenv("FRAPI_THREADS");
         const char *min_face = getenv("FRAPI_MIN_FACE");
 
+        static char fallback[4096];
+
         face_engine_config_default(cfg);
+        cfg->model_dir = config_model_dir_default(fallback, sizeof fallback);
         if (dir && *dir)
                 cfg->model_dir = dir;
         if (threads && *threads) {

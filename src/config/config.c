@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum setting_type {
         T_STR,    /* text up to the field's size */
@@ -90,12 +92,36 @@ static const struct setting settings[] = {
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
+char *config_model_dir_default(char *out, size_t n)
+{
+        struct stat st;
+        char exe[PATH_MAX];
+        ssize_t len;
+
+        snprintf(out, n, ".deps/models");
+        if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+                return out;
+        len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (len <= 0)
+                return out;
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (!slash)
+                return out;
+        *slash = '\0';
+        char beside[PATH_MAX + 32];
+        snprintf(beside, sizeof beside, "%s/../.deps/models", exe);
+        if (stat(beside, &st) == 0 && S_ISDIR(st.st_mode) && strlen(beside) < n)
+                snprintf(out, n, "%s", beside);
+        return out;
+}
+
 void config_default(struct config *cfg)
 {
         memset(cfg, 0, sizeof *cfg);
         strcpy(cfg->listen, "127.0.0.1:8080");
         strcpy(cfg->data_dir, "./data");
-        strcpy(cfg->model_dir, ".deps/models");
+        config_model_dir_default(cfg->model_dir, sizeof cfg->model_dir);
         strcpy(cfg->access_log, "-");
         strcpy(cfg->log_level, "info");
         cfg->threads = 1;

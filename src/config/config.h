@@ -64,6 +64,13 @@ struct config {
 /* Fills *cfg with every default. */
 void config_default(struct config *cfg);
 
+/* The default model folder: .deps/models under the working directory
+ * when it is there, else .deps/models of the checkout the running
+ * binary was built in (the binary sits in build/ or build-san/), so that
+ * build/frapi works from any directory; else ".deps/models".  Writes at
+ * most n bytes into out and returns out. */
+char *config_model_dir_default(char *out, size_t n);
+
 /*
  * Builds the configuration of a command: defaults, then the file named by
  * --config in argv or FRAPI_CONFIG, then the environment, then the flags

@@ -7,7 +7,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { frapi, root, startServer, tempDir } from './lib/faceenv.mjs';
+import {
+  frapi, photosDir, root, startServer, tempDir,
+} from './lib/faceenv.mjs';
 
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'];
 
@@ -112,4 +114,15 @@ test('/readyz is 503 while the database file is gone, 200 once it is back',
     } finally {
       await server.stop();
     }
+  });
+
+test('frapi finds the models of its checkout from any working directory',
+  () => {
+    const env = { ...process.env };
+    delete env.FRAPI_MODEL_DIR;
+    const elsewhere = tempDir('frapi-cwd-');
+    const out = execFileSync(frapi, ['detect',
+      path.join(photosDir, 'sample3.jpg')], { cwd: elsewhere, env,
+      stdio: ['ignore', 'pipe', 'ignore'] });
+    assert.equal(JSON.parse(out.toString('utf8')).count, 3);
   });
