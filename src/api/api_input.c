@@ -5,6 +5,7 @@
 #include "face/timing.h"
 #include "http/metrics.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <sodium.h>
@@ -97,28 +98,117 @@ static json_t *json_field(struct http_request *req, const char *name)
         return json_is_object(body) ? json_object_get(body, name) : NULL;
 }
 
-bool api_input_only(struct http_request *req, const char *const *known)
+void api_input_shown_name(const char *name, char *buf, size_t size)
 {
-        json_t *body = http_request_json(req);
+        const unsigned char *p = (const unsigned char *)name;
+        size_t o = 0;
+
+        assert(size > 0);
+        for (size_t i = 0; p[i];) {
+                /* One character: a well-formed sequence, or one bad byte. */
+                size_t n = p[i] < 0x80   ? 1
+                           : p[i] < 0xe0 ? 2
+                           : p[i] < 0xf0 ? 3
+                                         : 4;
+                bool good = strnlen(name + i, n) == n &&
+                            api_input_utf8_ok(name + i, n);
+                if (!good)
+                        n = 1;
+                if (o + n >= size)
+                        break;
+                if (good)
+                        memcpy(buf + o, p + i, n);
+                else
+                        buf[o] = '?';
+                o += good ? n : 1;
+                i += n;
+        }
+        buf[o] = '\0';
+}
+
+void api_input_known_list(const char *const *known, char *buf, size_t size)
+{
+        size_t n = 0, o = 0;
+
+        assert(size > 0);
+        buf[0] = '\0';
+        while (known[n])
+                n++;
+        for (size_t i = 0; i < n && o < size; i++) {
+                const char *sep = i == 0 ? "" : i + 1 == n ? " and " : ", ";
+                int w = snprintf(buf + o, size - o, "%s%s", sep, known[i]);
+                if (w < 0)
+                        break;
+                o += (size_t)w;
+        }
+}
+
+/* Whether name is among known (NULL-terminated). */
+static bool known_has(const char *const *known, const char *name)
+{
+        for (size_t i = 0; known[i]; i++)
+                if (strcmp(known[i], name) == 0)
+                        return true;
+        return false;
+}
+
+const char *api_input_unknown_member(json_t *obj, const char *const *known)
+{
         const char *key;
         json_t *val;
 
-        if (!json_is_object(body))
-                return true;
-        json_object_foreach(body, key, val)
+        if (!json_is_object(obj))
+                return NULL;
+        json_object_foreach(obj, key, val)
         {
-                size_t i = 0;
-                while (known[i] && strcmp(known[i], key) != 0)
-                        i++;
-                if (known[i])
+                if (!known_has(known, key))
+                        return key;
+        }
+        return NULL;
+}
+
+/* Answers 400 INVALID_PARAMETER for the field name, which the route does
+ * not take, with the fields it does take (and what also adds, if any). */
+static void refuse_unknown(struct http_request *req, const char *name,
+                           const char *const *known, const char *also)
+{
+        char shown[API_FIELD_SHOWN_MAX], list[300];
+
+        api_input_shown_name(name, shown, sizeof shown);
+        api_input_known_list(known, list, sizeof list);
+        http_reply_errorf(req, 400, "INVALID_PARAMETER", shown,
+                          "The field %s is not one this endpoint takes; it "
+                          "takes %s%s.",
+                          shown, list, also ? also : "");
+}
+
+bool api_input_only_parts(struct http_request *req, const char *const *known,
+                          api_input_part_fn accept, void *cls, const char *also)
+{
+        /* A JSON body: its members. */
+        const char *key =
+                api_input_unknown_member(http_request_json(req), known);
+        if (key) {
+                refuse_unknown(req, key, known, NULL);
+                return false;
+        }
+
+        /* A multipart or form body: every part, file or text. */
+        size_t n;
+        const struct http_part *parts = http_request_parts(req, &n);
+        for (size_t i = 0; i < n; i++) {
+                if (known_has(known, parts[i].name) ||
+                    (accept && accept(cls, &parts[i])))
                         continue;
-                http_reply_errorf(req, 400, "INVALID_PARAMETER", key,
-                                  "The field %.100s is not one this endpoint "
-                                  "takes.",
-                                  key);
+                refuse_unknown(req, parts[i].name, known, also);
                 return false;
         }
         return true;
+}
+
+bool api_input_only(struct http_request *req, const char *const *known)
+{
+        return api_input_only_parts(req, known, NULL, NULL, NULL);
 }
 
 bool api_input_has(struct http_request *req, const char *name)
@@ -220,7 +310,9 @@ bool api_input_double(struct http_request *req, const char *name, double def,
                         return false;
                 }
         }
-        *out = v;
+
+        /* -0 is 0: it compares equal, and must not be echoed as -0.0. */
+        *out = v == 0 ? 0.0 : v;
         return true;
 }
 
@@ -361,6 +453,15 @@ static bool base64_decode(struct http_request *req, const char *name,
         return false;
 }
 
+/* Answers 400 MISSING_IMAGE for image field name. */
+static void reply_missing_image(struct http_request *req, const char *name)
+{
+        http_reply_errorf(req, 400, "MISSING_IMAGE", name,
+                          "The field %s is missing: send the image as a "
+                          "multipart file part or a base64 JSON string.",
+                          name);
+}
+
 bool api_input_image_bytes(struct http_request *req, const char *name,
                            bool required, const unsigned char **data,
                            size_t *len)
@@ -388,12 +489,17 @@ bool api_input_image_bytes(struct http_request *req, const char *name,
                                      json_string_length(jv), data, len);
         }
         if (required)
-                http_reply_errorf(
-                        req, 400, "MISSING_IMAGE", name,
-                        "The field %s is missing: send the image as a "
-                        "multipart file part or a base64 JSON string.",
-                        name);
+                reply_missing_image(req, name);
         return !required;
+}
+
+bool api_input_require_image(struct http_request *req, const char *name)
+{
+        json_t *jv = json_field(req, name);
+        if (http_request_part(req, name) || (jv && !json_is_null(jv)))
+                return true;
+        reply_missing_image(req, name);
+        return false;
 }
 
 void api_input_reply_face_status(struct http_request *req, enum face_status st,
@@ -401,6 +507,23 @@ void api_input_reply_face_status(struct http_request *req, enum face_status st,
 {
         http_reply_error(req, face_status_http(st), face_status_code(st),
                          face_status_message(st), param);
+}
+
+/*
+ * The image types this server decodes, for the message of a 415.  HEIF
+ * and AVIF are read only when libvips has its HEIF loader; the face
+ * module names a HEIF "unsupported" exactly when it lacks it, so a HEIF
+ * file type box tells.
+ */
+static const char *formats_read(void)
+{
+        static const unsigned char heic[16] = {0,   0,   0,   16,  'f', 't',
+                                               'y', 'p', 'h', 'e', 'i', 'c',
+                                               0,   0,   0,   0};
+
+        return face_image_unsupported_name(heic, sizeof heic)
+                       ? "JPEG, PNG, WebP, GIF, BMP or TIFF"
+                       : "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF or AVIF";
 }
 
 static void image_release(void *p)
@@ -429,11 +552,9 @@ bool api_input_image(struct http_request *req, const char *name,
                 http_reply_errorf(req, face_status_http(st),
                                   face_status_code(st), name,
                                   "The field %s holds an image %s%s, which is "
-                                  "not read "
-                                  "here; send JPEG, PNG, WebP, GIF, BMP or "
-                                  "TIFF.",
+                                  "not read here; send %s.",
                                   name, kind ? "in " : "of an unknown format",
-                                  kind ? kind : "");
+                                  kind ? kind : "", formats_read());
                 return false;
         }
         if (st != FACE_OK) {

@@ -36,9 +36,46 @@ bool api_input_utf8_ok(const char *s, size_t len);
  */
 const char *api_input_text_problem(const char *s, size_t len);
 
-/* Refuses (400 INVALID_PARAMETER naming it) a member of a JSON body that
- * is not among known (NULL-terminated).  Other bodies pass. */
+/* The longest field name shown in a message or param, NUL included. */
+#define API_FIELD_SHOWN_MAX 101
+
+/*
+ * Copies name into buf (size bytes, at least 1) the way a message and a
+ * param may show it: cut at a character boundary to fit, and with every
+ * byte that is not part of well-formed UTF-8 replaced by '?' (a multipart
+ * part name is bytes nobody has checked).
+ */
+void api_input_shown_name(const char *name, char *buf, size_t size);
+
+/* Writes the names of known (NULL-terminated) into buf as "a, b and c",
+ * cut to size bytes. */
+void api_input_known_list(const char *const *known, char *buf, size_t size);
+
+/* The name of the first member of the JSON object obj that is not among
+ * known (NULL-terminated), or NULL when every one is (or obj is no
+ * object).  The name belongs to obj. */
+const char *api_input_unknown_member(json_t *obj, const char *const *known);
+
+/*
+ * Refuses a field the route does not take: a member of a JSON object
+ * body, or a part of a multipart or form body (a file part or a text
+ * field), whose name is not among known (NULL-terminated).  Answers 400
+ * INVALID_PARAMETER naming the field, with the fields the route takes,
+ * and returns false; true when every field is known.  A bare JSON array
+ * and an empty body pass.
+ */
 bool api_input_only(struct http_request *req, const char *const *known);
+
+/* Tells whether a part outside known is one the route takes after all
+ * (a file part that a batch item names). */
+typedef bool (*api_input_part_fn)(void *cls, const struct http_part *part);
+
+/* As api_input_only(), but a part for which accept(cls, part) is true
+ * passes too; also (may be NULL) ends the message's list of fields, e.g.
+ * " and the file parts its items name". */
+bool api_input_only_parts(struct http_request *req, const char *const *known,
+                          api_input_part_fn accept, void *cls,
+                          const char *also);
 
 /* True when the field is present in the body at all (JSON member, even
  * null, or a multipart part). */
@@ -52,7 +89,7 @@ bool api_input_has(struct http_request *req, const char *name);
 bool api_input_text(struct http_request *req, const char *name, bool required,
                     size_t maxlen, const char **out);
 
-/* A number in [min, max]; absent gives def. */
+/* A number in [min, max]; absent gives def.  -0 gives 0. */
 bool api_input_double(struct http_request *req, const char *name, double def,
                       double min, double max, double *out);
 
@@ -77,6 +114,14 @@ bool api_input_metadata(struct http_request *req, const char *name,
 bool api_input_image_bytes(struct http_request *req, const char *name,
                            bool required, const unsigned char **data,
                            size_t *len);
+
+/*
+ * Answers 400 MISSING_IMAGE, as api_input_image_bytes() does, unless image
+ * field name is present (a part, or a JSON member that is not null).
+ * Reads no byte of it: image routes call it first, so that a request
+ * without its image is told so before anything else.
+ */
+bool api_input_require_image(struct http_request *req, const char *name);
 
 /*
  * Decodes image field name into *img, which must live as long as the
