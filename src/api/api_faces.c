@@ -25,11 +25,13 @@ static void enroll(struct http_request *req, void *userdata)
         struct api_idem idem;
         const struct face_list *list;
 
-        /* The fields first: a bad one costs no engine time. */
+        /* The fields first: a bad one costs no engine time.  The image
+         * only needs to be there yet. */
         static const char *const known[] = {
                 "image",          "name",           "external_id", "metadata",
                 "face_selection", "check_liveness", NULL};
-        if (!api_input_only(req, known) ||
+        if (!api_input_require_image(req, "image") ||
+            !api_input_only(req, known) ||
             !api_input_text(req, "name", true, API_NAME_MAX, &name) ||
             !api_input_text(req, "external_id", false, API_EXTERNAL_ID_MAX,
                             &ext) ||
@@ -102,9 +104,17 @@ static bool list_cursor(struct http_request *req, char id[STORE_ID_MAX],
 {
         const char *t = http_request_query(req, "cursor");
         size_t len = 0;
-        *present = t && *t;
+        *present = t != NULL;
         if (!*present)
                 return true;
+        if (!*t) {
+                /* Not "from the start": the client lost its cursor. */
+                http_reply_error(req, 400, "INVALID_CURSOR",
+                                 "cursor is empty; leave it out for the "
+                                 "first page, or send next_cursor.",
+                                 "cursor");
+                return false;
+        }
         if (sodium_base642bin((unsigned char *)id, STORE_ID_MAX - 1, t,
                               strlen(t), NULL, &len, NULL,
                               sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0 &&
@@ -135,6 +145,16 @@ static void list_faces(struct http_request *req, void *userdata)
             !http_query_str(req, "external_id", false, API_EXTERNAL_ID_MAX,
                             &ext))
                 return;
+
+        /* An empty filter is a mistake, never "every face". */
+        const char *raw_ext = http_request_query(req, "external_id");
+        if (raw_ext && !*raw_ext) {
+                http_reply_error(req, 400, "INVALID_PARAMETER",
+                                 "external_id is empty; leave it out to list "
+                                 "every face.",
+                                 "external_id");
+                return;
+        }
         if (ext && !api_input_utf8_ok(ext, strlen(ext))) {
                 http_reply_error(req, 400, "INVALID_PARAMETER",
                                  "external_id is not valid UTF-8.",
@@ -194,25 +214,13 @@ static void patch_face(struct http_request *req, void *userdata)
         const struct keyauth_key *k = keyauth_key(req);
         struct store_face v = {0}, out;
         unsigned fields = 0;
-        const char *key;
-        json_t *body, *val;
+        json_t *body;
 
         /* Only known fields, and at least one of them. */
-        if (!http_body_object(req, &body))
+        static const char *const known[] = {"name", "external_id", "metadata",
+                                            NULL};
+        if (!http_body_object(req, &body) || !api_input_only(req, known))
                 return;
-        json_object_foreach(body, key, val)
-        {
-                if (strcmp(key, "name") != 0 &&
-                    strcmp(key, "external_id") != 0 &&
-                    strcmp(key, "metadata") != 0) {
-                        http_reply_errorf(
-                                req, 400, "INVALID_PARAMETER", key,
-                                "The field %s cannot be changed; send "
-                                "name, external_id or metadata.",
-                                key);
-                        return;
-                }
-        }
         if (api_input_has(req, "name")) {
                 if (!api_input_text(req, "name", true, API_NAME_MAX,
                                     (const char **)&v.name))
