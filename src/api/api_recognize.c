@@ -12,6 +12,9 @@
 /* Faces one image of verify looks at; the largest is compared. */
 #define VERIFY_MAX_FACES 20
 
+/* The fields of liveness and detect: an image and how many faces. */
+static const char *const image_fields[] = {"image", "max_faces", NULL};
+
 /* The threshold of this request: the field, or the collection's. */
 static bool threshold(struct http_request *req, const struct keyauth_key *k,
                       double *out)
@@ -110,8 +113,13 @@ static void verify(struct http_request *req, void *userdata)
         json_t *side_b;
 
         /* What to compare image_a with: exactly one of three things. */
+        static const char *const known[] = {"image_a",   "image_b",
+                                            "face_id",   "external_id",
+                                            "threshold", NULL};
         bool has_b = api_input_has(req, "image_b");
-        if (!api_input_text(req, "face_id", false, STORE_ID_MAX - 1,
+        if (!api_input_require_image(req, "image_a") ||
+            !api_input_only(req, known) ||
+            !api_input_text(req, "face_id", false, STORE_ID_MAX - 1,
                             &face_id) ||
             !api_input_text(req, "external_id", false, API_EXTERNAL_ID_MAX,
                             &ext) ||
@@ -238,7 +246,11 @@ static void identify(struct http_request *req, void *userdata)
         double thr;
         const struct face_list *list;
 
-        if (!api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
+        static const char *const known[] = {"image",     "max_faces", "top_k",
+                                            "threshold", "group_by",  NULL};
+        if (!api_input_require_image(req, "image") ||
+            !api_input_only(req, known) ||
+            !api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
             !api_input_int(req, "top_k", 5, 1, 50, &top_k) ||
             !threshold(req, k, &thr) ||
             !api_input_text(req, "group_by", false, 32, &group_by))
@@ -281,7 +293,9 @@ static void liveness(struct http_request *req, void *userdata)
         long max_faces;
         const struct face_list *list;
 
-        if (!api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
+        if (!api_input_require_image(req, "image") ||
+            !api_input_only(req, image_fields) ||
+            !api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
             !api_analyze(req, api, "image", FACE_WANT_LIVENESS, (int)max_faces,
                          &list))
                 return;
@@ -340,7 +354,9 @@ static void detect(struct http_request *req, void *userdata)
         long max_faces;
         const struct face_list *list;
 
-        if (!api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
+        if (!api_input_require_image(req, "image") ||
+            !api_input_only(req, image_fields) ||
+            !api_input_int(req, "max_faces", 10, 1, 100, &max_faces) ||
             !api_analyze(req, api, "image",
                          FACE_WANT_QUALITY | FACE_WANT_ATTRIBUTES,
                          (int)max_faces, &list))
