@@ -79,6 +79,29 @@ static json_t *item_face_error(size_t i, enum face_status st)
  * Reading one item.
  */
 
+/* The members an item of each batch takes. */
+static const char *const enroll_item_fields[] = {
+        "image",          "name",           "external_id", "metadata",
+        "face_selection", "check_liveness", NULL};
+static const char *const identify_item_fields[] = {"image", NULL};
+
+/* The error of an item member that the batch does not take, or NULL when
+ * every member is known. */
+static json_t *item_unknown(json_t *in, size_t i, const char *const *known)
+{
+        const char *key = api_input_unknown_member(in, known);
+        char shown[API_FIELD_SHOWN_MAX], list[160];
+
+        if (!key)
+                return NULL;
+        api_input_shown_name(key, shown, sizeof shown);
+        api_input_known_list(known, list, sizeof list);
+        return item_error(i, 400, "INVALID_PARAMETER", shown,
+                          "The field %s is not one an item takes; it takes "
+                          "%s.",
+                          shown, list);
+}
+
 /* A text member of an item: NULL when absent (an error when required);
  * a non-blank string of at most max bytes. */
 static bool item_text(json_t *in, size_t i, const char *name, bool required,
@@ -260,7 +283,9 @@ static void enroll_item(struct batch *b, struct item *it, size_t i)
                                         "Each item must be a JSON object.");
                 return;
         }
-        if (!item_text(it->in, i, "name", true, API_NAME_MAX, &name, &err) ||
+        err = item_unknown(it->in, i, enroll_item_fields);
+        if (err ||
+            !item_text(it->in, i, "name", true, API_NAME_MAX, &name, &err) ||
             !item_text(it->in, i, "external_id", false, API_EXTERNAL_ID_MAX,
                        &ext, &err) ||
             !item_text(it->in, i, "face_selection", false, 16, &sel, &err))
@@ -384,8 +409,9 @@ static void identify_item(struct batch *b, struct item *it, size_t i)
                                         "Each item must be a JSON object.");
                 return;
         }
-        if (!item_analyze(b, it->in, i, FACE_WANT_EMBEDDING, (int)b->max_faces,
-                          &list, NULL, &err)) {
+        err = item_unknown(it->in, i, identify_item_fields);
+        if (err || !item_analyze(b, it->in, i, FACE_WANT_EMBEDDING,
+                                 (int)b->max_faces, &list, NULL, &err)) {
                 it->result = err;
                 return;
         }
@@ -510,6 +536,39 @@ static bool read_items(struct http_request *req, size_t max, json_t **out)
         return true;
 }
 
+/* Whether an item of items (a JSON array) names part as its image. */
+static bool named_by_item(void *cls, const struct http_part *part)
+{
+        json_t *items = cls, *it;
+        size_t i;
+
+        json_array_foreach(items, i, it)
+        {
+                const char *image =
+                        json_string_value(json_object_get(it, "image"));
+                if (image && strcmp(image, part->name) == 0)
+                        return true;
+        }
+        return false;
+}
+
+/*
+ * Reads the items of a batch whose top level takes the fields known:
+ * every other member of a JSON object is refused first (so that a typo
+ * of items is named), then the items are read, then every multipart part
+ * that is neither known nor the image of an item is refused.  false after
+ * a 400.
+ */
+static bool read_batch(struct http_request *req, const char *const *known,
+                       size_t max, json_t **items)
+{
+        if (http_request_json(req) && !api_input_only(req, known))
+                return false;
+        return read_items(req, max, items) &&
+               api_input_only_parts(req, known, named_by_item, *items,
+                                    " and the file parts its items name");
+}
+
 /* Runs b over items and answers with every result. */
 static void answer(struct http_request *req, struct batch *b, json_t *items,
                    const struct api_idem *idem)
@@ -549,8 +608,9 @@ static void handle_enroll(struct http_request *req, void *userdata)
         struct api_idem idem;
         json_t *items;
 
+        static const char *const known[] = {"items", NULL};
         b.key = keyauth_key(req);
-        if (!read_items(req, BATCH_ENROLL_MAX, &items) ||
+        if (!read_batch(req, known, BATCH_ENROLL_MAX, &items) ||
             !api_idem_begin(req, b.api, b.key->coll.id, &idem))
                 return;
         answer(req, &b, items, &idem);
@@ -563,8 +623,10 @@ static void handle_identify(struct http_request *req, void *userdata)
         json_t *items;
 
         /* Options for every image, as on POST /identify. */
+        static const char *const known[] = {"items", "max_faces", "top_k",
+                                            "threshold", NULL};
         b.key = keyauth_key(req);
-        if (!read_items(req, BATCH_IDENTIFY_MAX, &items) ||
+        if (!read_batch(req, known, BATCH_IDENTIFY_MAX, &items) ||
             !api_input_int(req, "max_faces", 10, 1, 100, &b.max_faces) ||
             !api_input_int(req, "top_k", 5, 1, 50, &b.top_k) ||
             !api_input_double(req, "threshold", b.key->coll.match_threshold,
@@ -677,8 +739,11 @@ static void handle_batch_delete(struct http_request *req, void *userdata)
         struct api_idem idem;
         json_t *body, *ids, *exts;
 
-        /* The selector: ids and/or external_ids, never empty. */
-        if (!http_body_object(req, &body) || !id_list(req, body, "ids", &ids) ||
+        /* The selector: ids and/or external_ids, never empty; a misspelt
+         * member is named, not taken for an empty selector. */
+        static const char *const known[] = {"ids", "external_ids", NULL};
+        if (!http_body_object(req, &body) || !api_input_only(req, known) ||
+            !id_list(req, body, "ids", &ids) ||
             !id_list(req, body, "external_ids", &exts))
                 return;
         if (json_array_size(ids) + json_array_size(exts) == 0) {
