@@ -1,4 +1,5 @@
 #include "api/auth_handlers.h"
+#include "api/api_input.h"
 
 #include "auth/audit.h"
 #include "auth/auth.h"
@@ -149,11 +150,14 @@ bad:
         return false;
 }
 
-/* The JSON object body, or a 400. */
-static json_t *body_of(struct http_request *req)
+/* The JSON object body, holding no member outside known
+ * (NULL-terminated), or NULL after a 400. */
+static json_t *body_of(struct http_request *req, const char *const *known)
 {
         json_t *body = NULL;
-        return http_body_object(req, &body) ? body : NULL;
+        if (!http_body_object(req, &body) || !api_input_only(req, known))
+                return NULL;
+        return body;
 }
 
 /* The client's address and user agent, for sessions and the audit. */
@@ -240,7 +244,9 @@ static void h_register(struct http_request *req, void *userdata)
         char hash[PASSWORD_HASH_SIZE];
         struct account_user u;
 
-        json_t *body = body_of(req);
+        /* No role or organization: a new user owns a new organization. */
+        static const char *const known[] = {"email", "password", "name", NULL};
+        json_t *body = body_of(req, known);
         if (!body || !field_email(req, body, &email) ||
             !field_new_password(req, body, "password", &password) ||
             !field_name(req, body, &name))
@@ -325,7 +331,8 @@ static void reply_mail_requested(struct auth_service *svc,
         const char *email;
         char subject[ACCOUNT_EMAIL_MAX + 8];
         int retry = 0;
-        json_t *body = body_of(req);
+        static const char *const known[] = {"email", NULL};
+        json_t *body = body_of(req, known);
         if (!body || !field_email(req, body, &email))
                 return;
 
@@ -398,7 +405,8 @@ static void h_login(struct http_request *req, void *userdata)
         char acct[ACCOUNT_EMAIL_MAX + 8], addr[80];
         struct account_user u;
 
-        json_t *body = body_of(req);
+        static const char *const known[] = {"email", "password", NULL};
+        json_t *body = body_of(req, known);
         if (!body || !field_email(req, body, &email) ||
             !field_str(req, body, "password", true, PASSWORD_MAX_BYTES,
                        &password))
@@ -606,7 +614,9 @@ static void h_2fa_verify(struct http_request *req, void *userdata)
         char uid[STORE_ID_MAX];
         struct account_user u;
 
-        json_t *body = body_of(req);
+        static const char *const known[] = {"challenge", "code",
+                                            "recovery_code", NULL};
+        json_t *body = body_of(req, known);
         if (!body ||
             !field_str(req, body, "challenge", true, 128, &challenge) ||
             !factor_fields(req, body, true, &code, &recovery))
@@ -662,7 +672,8 @@ static void h_refresh(struct http_request *req, void *userdata)
         const char *old;
         struct account_user u;
 
-        json_t *body = body_of(req);
+        static const char *const known[] = {"refresh_token", NULL};
+        json_t *body = body_of(req, known);
         if (!body || !field_str(req, body, "refresh_token", true, 128, &old))
                 return;
 
@@ -736,9 +747,12 @@ static void h_logout(struct http_request *req, void *userdata)
         char org[JWTAUTH_ID_SIZE] = "";
         const char *refresh = NULL;
 
+        /* The body is optional; when sent, it holds only refresh_token. */
+        static const char *const known[] = {"refresh_token", NULL};
         json_t *body = http_request_json(req);
-        if (json_is_object(body) &&
-            !field_str(req, body, "refresh_token", false, 128, &refresh))
+        if (!api_input_only(req, known) ||
+            (json_is_object(body) &&
+             !field_str(req, body, "refresh_token", false, 128, &refresh)))
                 return;
         const char *authz = http_request_header(req, "Authorization");
         if (authz) {
@@ -797,7 +811,8 @@ static void h_reset(struct http_request *req, void *userdata)
         char uid[STORE_ID_MAX], hash[PASSWORD_HASH_SIZE];
         struct account_user u;
 
-        json_t *body = body_of(req);
+        static const char *const known[] = {"token", "password", NULL};
+        json_t *body = body_of(req, known);
         if (!body || !field_str(req, body, "token", true, 128, &token) ||
             !field_new_password(req, body, "password", &password))
                 return;
@@ -917,7 +932,8 @@ static void h_2fa_setup(struct http_request *req, void *userdata)
         char secret[TOTP_SECRET_B32_SIZE];
         struct account_user u;
 
-        json_t *body = body_of(req);
+        static const char *const known[] = {"password", NULL};
+        json_t *body = body_of(req, known);
         if (!body || !current_user(svc, req, &u) ||
             !password_again(svc, req, body, &u, "2fa_setup"))
                 return;
@@ -960,7 +976,8 @@ static void h_2fa_enable(struct http_request *req, void *userdata)
         const char *code, *recovery;
         struct account_user u;
 
-        json_t *body = body_of(req);
+        static const char *const known[] = {"code", NULL};
+        json_t *body = body_of(req, known);
         if (!body || !factor_fields(req, body, false, &code, &recovery) ||
             !current_user(svc, req, &u))
                 return;
@@ -1002,7 +1019,9 @@ static void h_2fa_disable(struct http_request *req, void *userdata)
         const char *code, *recovery;
         struct account_user u;
 
-        json_t *body = body_of(req);
+        static const char *const known[] = {"password", "code", "recovery_code",
+                                            NULL};
+        json_t *body = body_of(req, known);
         if (!body || !current_user(svc, req, &u) ||
             !password_again(svc, req, body, &u, "2fa_disable") ||
             !factor_fields(req, body, true, &code, &recovery))
