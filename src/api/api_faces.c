@@ -139,8 +139,10 @@ static void list_faces(struct http_request *req, void *userdata)
         bool has_cursor;
         long limit;
         struct store_face_page page;
+        static const char *const known[] = {"limit", "cursor", "external_id",
+                                            NULL};
 
-        if (!list_limit(req, &limit) ||
+        if (!api_input_query_only(req, known) || !list_limit(req, &limit) ||
             !list_cursor(req, cursor, &has_cursor) ||
             !http_query_str(req, "external_id", false, API_EXTERNAL_ID_MAX,
                             &ext))

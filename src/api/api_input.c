@@ -182,6 +182,53 @@ static void refuse_unknown(struct http_request *req, const char *name,
                           shown, list, also ? also : "");
 }
 
+/* The state of one api_input_query_only() walk. */
+struct query_check {
+        struct http_request *req;
+        const char *const *known;
+        const char *seen[16];
+        size_t nseen;
+};
+
+static bool query_arg_ok(void *cls, const char *name, const char *value)
+{
+        struct query_check *q = cls;
+        char shown[API_FIELD_SHOWN_MAX];
+
+        if (!known_has(q->known, name)) {
+                refuse_unknown(q->req, name, q->known, NULL);
+                return false;
+        }
+        api_input_shown_name(name, shown, sizeof shown);
+        for (size_t i = 0; i < q->nseen; i++) {
+                if (strcmp(q->seen[i], name) == 0) {
+                        http_reply_errorf(q->req, 400, "INVALID_PARAMETER",
+                                          shown,
+                                          "The query gives %s more than once; "
+                                          "give it once.",
+                                          shown);
+                        return false;
+                }
+        }
+        if (!value) {
+                http_reply_errorf(q->req, 400, "INVALID_PARAMETER", shown,
+                                  "The query gives %s without a value; write "
+                                  "%s=VALUE.",
+                                  shown, shown);
+                return false;
+        }
+        if (q->nseen < sizeof q->seen / sizeof q->seen[0])
+                q->seen[q->nseen++] = name;
+        return true;
+}
+
+bool api_input_query_only(struct http_request *req, const char *const *known)
+{
+        struct query_check q = {.req = req, .known = known};
+
+        return http_request_query_each(req, query_arg_ok, &q);
+}
+
 bool api_input_only_parts(struct http_request *req, const char *const *known,
                           api_input_part_fn accept, void *cls, const char *also)
 {

@@ -66,6 +66,11 @@ const char *api_input_unknown_member(json_t *obj, const char *const *known);
  */
 bool api_input_only(struct http_request *req, const char *const *known);
 
+/* The same for the query string: a query argument outside known
+ * (NULL-terminated), one given twice, or one without '=' is answered
+ * 400 INVALID_PARAMETER naming it, and false is returned. */
+bool api_input_query_only(struct http_request *req, const char *const *known);
+
 /* Tells whether a part outside known is one the route takes after all
  * (a file part that a batch item names). */
 typedef bool (*api_input_part_fn)(void *cls, const struct http_part *part);

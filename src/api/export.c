@@ -348,7 +348,10 @@ void export_run(struct http_request *req, struct store *s,
         bool with_emb = false;
 
         /* The query: format, include_embeddings, embedding_encoding. */
-        if (!http_query_str(req, "format", false, 16, &format) ||
+        static const char *const known[] = {"format", "include_embeddings",
+                                            "embedding_encoding", NULL};
+        if (!api_input_query_only(req, known) ||
+            !http_query_str(req, "format", false, 16, &format) ||
             !http_query_bool(req, "include_embeddings", false, &with_emb) ||
             !http_query_str(req, "embedding_encoding", false, 16, &encoding))
                 return;

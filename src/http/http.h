@@ -195,6 +195,14 @@ const char *http_request_param(const struct http_request *req,
 /* The value of query argument name, or NULL when absent. */
 const char *http_request_query(const struct http_request *req,
                                const char *name);
+
+/* Calls fn(cls, name, value) for each query argument in the order
+ * received, repeats included; value is NULL for an argument sent without
+ * '='.  Stops at the first fn that returns false, and returns false
+ * then; true when every call returned true. */
+typedef bool (*http_query_fn)(void *cls, const char *name, const char *value);
+bool http_request_query_each(const struct http_request *req, http_query_fn fn,
+                             void *cls);
 /* The value of header name (case-insensitive), or NULL when absent.
  * White space around the value is not part of it (RFC 9110 5.5). */
 const char *http_request_header(const struct http_request *req,

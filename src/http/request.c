@@ -208,6 +208,35 @@ const char *http_request_query(const struct http_request *req, const char *name)
                                            name);
 }
 
+/* Carries one walk of http_request_query_each() through libmicrohttpd. */
+struct query_walk {
+        http_query_fn fn;
+        void *cls;
+        bool stopped;
+};
+
+static enum MHD_Result query_step(void *cls, enum MHD_ValueKind kind,
+                                  const char *key, const char *value)
+{
+        struct query_walk *w = cls;
+
+        (void)kind;
+        if (!key || w->fn(w->cls, key, value))
+                return MHD_YES;
+        w->stopped = true;
+        return MHD_NO;
+}
+
+bool http_request_query_each(const struct http_request *req, http_query_fn fn,
+                             void *cls)
+{
+        struct query_walk w = {fn, cls, false};
+
+        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_step,
+                                  &w);
+        return !w.stopped;
+}
+
 /*
  * A field value without the optional white space (SP, HTAB) around it, as
  * RFC 9110 5.5 says a recipient reads it.  MHD drops the leading part

@@ -255,8 +255,7 @@ test('GET /faces: an empty external_id or cursor is a 400, not "all"',
     assert.equal(d.status, 200, d.text);
   });
 
-test('GET /faces: an unknown or repeated query parameter is a 400',
-  { todo: 'the http module offers no way to walk the query arguments yet' },
+test('GET /faces and export: an unknown or repeated query parameter is a 400',
   async () => {
     isError(await call('GET', '/api/v1/faces?limitt=5'), 400,
       'INVALID_PARAMETER', 'limitt');
@@ -264,6 +263,15 @@ test('GET /faces: an unknown or repeated query parameter is a 400',
       'INVALID_PARAMETER', 'limit');
     isError(await call('GET', '/api/v1/faces?external_id'), 400,
       'INVALID_PARAMETER', 'external_id');
+    isError(await call('GET', '/api/v1/faces/export?fromat=csv'), 400,
+      'INVALID_PARAMETER', 'fromat');
+    isError(await call('GET', '/api/v1/faces/export?format=csv&format=ndjson'),
+      400, 'INVALID_PARAMETER', 'format');
+    // The known ones, once each, still work.
+    const ok = await call('GET', '/api/v1/faces?limit=5&external_id=x');
+    assert.equal(ok.status, 200, ok.text);
+    const ex = await call('GET', '/api/v1/faces/export?format=csv');
+    assert.equal(ex.status, 200, ex.text);
   });
 
 test('threshold -0 is taken as 0 and echoed as 0', async () => {
