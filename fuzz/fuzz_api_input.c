@@ -1,13 +1,16 @@
 /*
  * fuzz_api_input - arbitrary bytes through the UTF-8 check of multipart
  * text fields; it must never read past len, and agree with a slow
- * decoder written from the definition.
+ * decoder written from the definition.  The same bytes, as a field name
+ * the client sent, through the shortening that error messages show: the
+ * result must be valid UTF-8 and fit its buffer.
  */
 #include "api/api_input.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The definition, one code point at a time, without shortcuts. */
 static bool slow_ok(const uint8_t *p, size_t len)
@@ -57,6 +60,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 copy[i] = (char)data[i];
         if (api_input_utf8_ok(copy, size) != slow_ok(data, size))
                 abort();
+
+        /* As a NUL-terminated field name, cut at its first NUL. */
+        char *name = malloc(size + 1);
+        char shown[API_FIELD_SHOWN_MAX];
+        if (name) {
+                memcpy(name, data, size);
+                name[size] = '\0';
+                api_input_shown_name(name, shown, sizeof shown);
+                size_t n = strnlen(shown, sizeof shown);
+                if (n == sizeof shown || !slow_ok((const uint8_t *)shown, n))
+                        abort();
+                free(name);
+        }
         free(copy);
         return 0;
 }
