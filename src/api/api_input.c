@@ -225,6 +225,13 @@ static bool query_arg_ok(void *cls, const char *name, const char *value)
 bool api_input_query_only(struct http_request *req, const char *const *known)
 {
         struct query_check q = {.req = req, .known = known};
+        size_t n = 0;
+
+        /* Every known name fits the list of those seen, so a repeat is
+         * always caught. */
+        while (known[n])
+                n++;
+        assert(n <= sizeof q.seen / sizeof q.seen[0]);
 
         return http_request_query_each(req, query_arg_ok, &q);
 }

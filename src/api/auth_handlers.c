@@ -630,12 +630,12 @@ static void h_2fa_verify(struct http_request *req, void *userdata)
         if (st == ACCOUNT_NOT_FOUND || st == ACCOUNT_EXPIRED) {
                 /* A failed second step, audited like a failed login; an
                  * expired challenge still names its user. */
-                bool known = st == ACCOUNT_EXPIRED &&
+                bool named = st == ACCOUNT_EXPIRED &&
                              account_by_id(svc->store, uid, &u) == ACCOUNT_OK;
                 audit(svc, req, "login_2fa",
                       st == ACCOUNT_EXPIRED ? "expired_challenge"
                                             : "invalid_challenge",
-                      known ? &u : NULL);
+                      named ? &u : NULL);
                 http_reply_error(req, 401, "INVALID_CHALLENGE",
                                  "The login challenge is unknown, used or "
                                  "expired; sign in again.",

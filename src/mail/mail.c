@@ -50,16 +50,31 @@ struct pending {
 
 /* Marks a body sealed by seal_body(); rows without it are in the clear
  * (the outbox, or a queue that ran without a key). */
-#define SEALED_PREFIX "sealed1:"
+#define SEALED_PREFIX "sealed2:"
 
 enum {
         SEAL_NONCE = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
         SEAL_MAC = crypto_aead_xchacha20poly1305_ietf_ABYTES,
 };
 
-/* The text to store for body, sealed with the queue's key: SEALED_PREFIX and
- * base64 of nonce, ciphertext and tag. malloc'ed; NULL when out of memory. */
-static char *seal_body(const struct mail_queue *q, const char *body)
+/* What a sealed body is bound to, so that it opens only in its own
+ * place: its recipient and its column ("text" or "html").  A body copied
+ * into a row addressed to someone else does not open there.  malloc'ed;
+ * NULL when out of memory. */
+static char *seal_context(const char *to, const char *column)
+{
+        size_t n = strlen(to) + strlen(column) + 2;
+        char *ad = malloc(n);
+        if (ad)
+                snprintf(ad, n, "%s\n%s", to, column);
+        return ad;
+}
+
+/* The text to store for body, sealed with the queue's key and bound to
+ * (to, column): SEALED_PREFIX and base64 of nonce, ciphertext and tag.
+ * malloc'ed; NULL when out of memory. */
+static char *seal_body(const struct mail_queue *q, const char *body,
+                       const char *to, const char *column)
 {
         assert(q->sealed);
         size_t len = strlen(body), boxlen = SEAL_NONCE + len + SEAL_MAC;
@@ -67,56 +82,79 @@ static char *seal_body(const struct mail_queue *q, const char *body)
                                                sodium_base64_VARIANT_ORIGINAL);
         unsigned char *box = malloc(boxlen);
         char *out = malloc(sizeof SEALED_PREFIX - 1 + b64);
-        if (!box || !out) {
+        char *ad = seal_context(to, column);
+        if (!box || !out || !ad) {
                 free(box);
                 free(out);
+                free(ad);
                 return NULL;
         }
 
         /* A random nonce in front, then the ciphertext and its tag. */
         randombytes_buf(box, SEAL_NONCE);
         crypto_aead_xchacha20poly1305_ietf_encrypt(
-                box + SEAL_NONCE, NULL, (const unsigned char *)body, len, NULL,
-                0, NULL, box, q->key);
+                box + SEAL_NONCE, NULL, (const unsigned char *)body, len,
+                (const unsigned char *)ad, strlen(ad), NULL, box, q->key);
         memcpy(out, SEALED_PREFIX, sizeof SEALED_PREFIX - 1);
         sodium_bin2base64(out + sizeof SEALED_PREFIX - 1, b64, box, boxlen,
                           sodium_base64_VARIANT_ORIGINAL);
+        free(ad);
         free(box);
         return out;
 }
 
-/* The body stored as text: opened when sealed, copied when in the
- * clear.  malloc'ed; NULL when out of memory or when it does not open
- * with the queue's key. */
-static char *open_body(const struct mail_queue *q, const char *text)
+enum open_result {
+        OPEN_OK,
+        OPEN_REFUSED, /* not sealed with this key for this place */
+        OPEN_NO_MEMORY,
+};
+
+/* The body stored as text, in *out (malloc'ed): opened when sealed, copied
+ * when in the clear.  A body that does not open with the queue's key for
+ * (to, column) is OPEN_REFUSED; a lack of memory is no verdict on it. */
+static enum open_result open_body(const struct mail_queue *q, const char *text,
+                                  const char *to, const char *column,
+                                  char **out)
 {
         size_t plen = sizeof SEALED_PREFIX - 1;
+        enum open_result res = OPEN_NO_MEMORY;
+
+        *out = NULL;
         if (strncmp(text, SEALED_PREFIX, plen) != 0)
-                return strdup(text);
+                return (*out = strdup(text)) ? OPEN_OK : OPEN_NO_MEMORY;
         if (!q->sealed)
-                return NULL;
+                return OPEN_REFUSED;
         text += plen;
         size_t cap = strlen(text) / 4 * 3 + 3, boxlen = 0;
         unsigned char *box = malloc(cap);
-        char *out = NULL;
+        char *ad = seal_context(to, column);
         unsigned long long len = 0;
-        if (!box ||
-            sodium_base642bin(box, cap, text, strlen(text), NULL, &boxlen, NULL,
+        if (!box || !ad)
+                goto done;
+        res = OPEN_REFUSED;
+        if (sodium_base642bin(box, cap, text, strlen(text), NULL, &boxlen, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0 ||
             boxlen < SEAL_NONCE + SEAL_MAC)
-                goto out;
-        out = malloc(boxlen - SEAL_NONCE - SEAL_MAC + 1);
-        if (out && crypto_aead_xchacha20poly1305_ietf_decrypt(
-                           (unsigned char *)out, &len, NULL, box + SEAL_NONCE,
-                           boxlen - SEAL_NONCE, NULL, 0, box, q->key) != 0) {
-                free(out);
-                out = NULL;
+                goto done;
+        *out = malloc(boxlen - SEAL_NONCE - SEAL_MAC + 1);
+        if (!*out) {
+                res = OPEN_NO_MEMORY;
+                goto done;
         }
-        if (out)
-                out[len] = '\0';
-out:
+        if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    (unsigned char *)*out, &len, NULL, box + SEAL_NONCE,
+                    boxlen - SEAL_NONCE, (const unsigned char *)ad, strlen(ad),
+                    box, q->key) != 0) {
+                free(*out);
+                *out = NULL;
+                goto done;
+        }
+        (*out)[len] = '\0';
+        res = OPEN_OK;
+done:
+        free(ad);
         free(box);
-        return out;
+        return res;
 }
 
 int mail_migrate(struct store *s)
@@ -159,10 +197,20 @@ static int take_due(struct mail_queue *q, struct pending *p)
                 p->subject = dup_col(st, 3);
                 const unsigned char *t = sqlite3_column_text(st, 4);
                 const unsigned char *h = sqlite3_column_text(st, 5);
-                p->text = open_body(q, t ? (const char *)t : "");
-                p->html = open_body(q, h ? (const char *)h : "");
-                p->unreadable = !p->text || !p->html;
-                found = p->to && p->subject ? 1 : -1;
+                enum open_result rt = OPEN_NO_MEMORY, rh = OPEN_NO_MEMORY;
+                if (p->to) {
+                        rt = open_body(q, t ? (const char *)t : "", p->to,
+                                       "text", &p->text);
+                        rh = open_body(q, h ? (const char *)h : "", p->to,
+                                       "html", &p->html);
+                }
+                p->unreadable = rt == OPEN_REFUSED || rh == OPEN_REFUSED;
+
+                /* Short of memory: the row stays queued for a later try. */
+                found = p->to && p->subject && rt != OPEN_NO_MEMORY &&
+                                        rh != OPEN_NO_MEMORY
+                                ? 1
+                                : -1;
         } else if (rc == SQLITE_DONE) {
                 found = 0;
         }
@@ -346,8 +394,8 @@ long long mail_send(struct mail_queue *q, const struct smtp_message *msg)
         /* Bodies waiting to be sent are sealed; the outbox is read by
          * `frapi outbox`, which has no key. */
         bool seal = q->sending && q->sealed;
-        char *text = seal ? seal_body(q, msg->text) : NULL;
-        char *html = seal ? seal_body(q, msg->html) : NULL;
+        char *text = seal ? seal_body(q, msg->text, msg->to, "text") : NULL;
+        char *html = seal ? seal_body(q, msg->html, msg->to, "html") : NULL;
         if (seal && (!text || !html)) {
                 free(text);
                 free(html);

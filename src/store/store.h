@@ -154,8 +154,9 @@ int64_t store_now_ms(void);
 /*
  * Checks that the store answers, for /readyz: a query on the store's own
  * tables, cheap enough to run on every probe.  Returns STORE_OK, or
- * STORE_ERROR with the reason as a phrase in why (whylen bytes).  Logs
- * nothing: the caller logs the change from ready to not ready.
+ * STORE_ERROR with the reason as a phrase in why (whylen bytes).  The
+ * caller logs the change from ready to not ready; the SQLite store also
+ * logs a statement it cannot prepare (a damaged database), once a probe.
  */
 enum store_status store_ping(struct store *s, char *why, size_t whylen);
 

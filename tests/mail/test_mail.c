@@ -230,8 +230,8 @@ static void sealed_while_queued(void **state)
         assert_true(id > 0);
         mail_text(f->s, id, "text_body", text, sizeof text);
         mail_text(f->s, id, "html_body", html, sizeof html);
-        assert_true(strncmp(text, "sealed1:", 8) == 0);
-        assert_true(strncmp(html, "sealed1:", 8) == 0);
+        assert_true(strncmp(text, "sealed2:", 8) == 0);
+        assert_true(strncmp(html, "sealed2:", 8) == 0);
         assert_null(strstr(text, "token=abc"));
         for (int i = 0; i < 50 && attempts == 0; i++) {
                 usleep(100000);
@@ -244,6 +244,37 @@ static void sealed_while_queued(void **state)
         assert_in_range(attempts, 1, 2);
         mail_text(f->s, id, "last_error", error, sizeof error);
         assert_null(strstr(error, "opened"));
+
+        /* The same key, but the row now names another recipient (a body
+         * copied into a row of someone else's): it does not open there,
+         * and is given up. */
+        long long moved;
+        {
+                char sql[256];
+                snprintf(sql, sizeof sql,
+                         "INSERT INTO mail_queue (recipient, subject, "
+                         "text_body, html_body, status, attempts, next_ms, "
+                         "created_ms) SELECT 'mallory@example.com', subject, "
+                         "text_body, html_body, 'queued', 0, 0, created_ms "
+                         "FROM mail_queue WHERE id = %lld",
+                         id);
+                assert_int_equal(sqlite3_exec(store_sqlite_db(f->s), sql, NULL,
+                                              NULL, NULL),
+                                 SQLITE_OK);
+                moved = sqlite3_last_insert_rowid(store_sqlite_db(f->s));
+        }
+        q = mail_queue_start(f->s, &cfg, key, 1, 5);
+        assert_non_null(q);
+        for (int i = 0; i < 50; i++) {
+                mail_state(f->s, moved, status, sizeof status, &attempts);
+                if (strcmp(status, "failed") == 0)
+                        break;
+                usleep(100000);
+        }
+        mail_queue_stop(q);
+        assert_string_equal(status, "failed");
+        mail_text(f->s, moved, "last_error", error, sizeof error);
+        assert_string_equal(error, "the message cannot be opened");
 
         /* Another key: given up without a try at the server. */
         q = mail_queue_start(f->s, &cfg, other, 1, 5);
