@@ -11,40 +11,34 @@
 #include "face/face.h"
 #include "util/file.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The range of the smallest face side, the same as the server's
- * min_face setting: below 20 pixels the detector finds nothing more
- * (docs/engine.md), and each halving would cost four times the detector
- * runs. */
-#define MIN_FACE_LOWEST  20
-#define MIN_FACE_HIGHEST 20000
-
-/* Reads a smallest face side from text; source names it for the message.
- * Returns CLI_OK or CLI_USAGE with a message. */
+/* Reads a smallest face side from text through the server's own
+ * min_face setting (the same range and checks); source names it for the
+ * message.  Returns CLI_OK or CLI_USAGE with a message. */
 static int parse_min_face(const char *text, const char *source, int *out)
 {
-        char *end = NULL;
-        long v = 0;
+        struct config *c = malloc(sizeof *c);
+        char err[256];
+        int rc = CLI_USAGE;
 
-        errno = 0;
-        if (isdigit((unsigned char)text[0]))
-                v = strtol(text, &end, 10);
-        if (!end || *end || errno || v < MIN_FACE_LOWEST ||
-            v > MIN_FACE_HIGHEST) {
-                fprintf(stderr,
-                        "frapi: %s must be a whole number of pixels from %d "
-                        "to %d, not '%s'\n",
-                        source, MIN_FACE_LOWEST, MIN_FACE_HIGHEST, text);
-                return CLI_USAGE;
+        if (!c) {
+                fprintf(stderr, "frapi: out of memory\n");
+                return CLI_INTERNAL;
         }
-        *out = (int)v;
-        return CLI_OK;
+        config_default(c);
+        if (config_set(c, "min_face", text, source, err, sizeof err) == 0) {
+                *out = c->min_face;
+                rc = CLI_OK;
+        } else {
+                fprintf(stderr, "frapi: %s\n", err);
+        }
+        free(c);
+        return rc;
 }
 
 /* The engine configuration from the environment.  Returns CLI_OK or
@@ -99,13 +93,15 @@ static int take_options(int *argc, char **argv, int *min_face)
                                         "frapi: --min-face needs a value\n");
                                 return CLI_USAGE;
                         }
-                        if (parse_min_face(argv[++i], "--min-face", min_face) !=
-                            CLI_OK)
-                                return CLI_USAGE;
+                        int rc = parse_min_face(argv[++i], "--min-face",
+                                                min_face);
+                        if (rc != CLI_OK)
+                                return rc;
                 } else if (strncmp(arg, "--min-face=", 11) == 0) {
-                        if (parse_min_face(arg + 11, "--min-face", min_face) !=
-                            CLI_OK)
-                                return CLI_USAGE;
+                        int rc = parse_min_face(arg + 11, "--min-face",
+                                                min_face);
+                        if (rc != CLI_OK)
+                                return rc;
                 } else if (strncmp(arg, "--", 2) == 0) {
                         fprintf(stderr, "frapi: unknown option '%s'\n", arg);
                         return CLI_USAGE;
