@@ -206,6 +206,26 @@ static void mail_text(struct store *s, long long id, const char *col, char *out,
         store_sqlite_unlock(s);
 }
 
+/* Starts a queue with key and waits until it gives mail id up as one it
+ * cannot open. */
+static void given_up_unopened(struct store *s, const struct smtp_config *cfg,
+                              const unsigned char *key, long long id)
+{
+        char status[16] = "", error[128];
+        int attempts = 0;
+        struct mail_queue *q = mail_queue_start(s, cfg, key, 1, 5);
+
+        assert_non_null(q);
+        for (int i = 0; i < 50 && strcmp(status, "failed") != 0; i++) {
+                usleep(100000);
+                mail_state(s, id, status, sizeof status, &attempts);
+        }
+        mail_queue_stop(q);
+        assert_string_equal(status, "failed");
+        mail_text(s, id, "last_error", error, sizeof error);
+        assert_string_equal(error, "the message cannot be opened");
+}
+
 /* With a key, a queued message's bodies are sealed in the table (the
  * link is not there), the sender opens them to try; a queue with
  * another key cannot, and gives the message up at once. */
@@ -263,32 +283,10 @@ static void sealed_while_queued(void **state)
                                  SQLITE_OK);
                 moved = sqlite3_last_insert_rowid(store_sqlite_db(f->s));
         }
-        q = mail_queue_start(f->s, &cfg, key, 1, 5);
-        assert_non_null(q);
-        for (int i = 0; i < 50; i++) {
-                mail_state(f->s, moved, status, sizeof status, &attempts);
-                if (strcmp(status, "failed") == 0)
-                        break;
-                usleep(100000);
-        }
-        mail_queue_stop(q);
-        assert_string_equal(status, "failed");
-        mail_text(f->s, moved, "last_error", error, sizeof error);
-        assert_string_equal(error, "the message cannot be opened");
+        given_up_unopened(f->s, &cfg, key, moved);
 
         /* Another key: given up without a try at the server. */
-        q = mail_queue_start(f->s, &cfg, other, 1, 5);
-        assert_non_null(q);
-        for (int i = 0; i < 50; i++) {
-                mail_state(f->s, id, status, sizeof status, &attempts);
-                if (strcmp(status, "failed") == 0)
-                        break;
-                usleep(100000);
-        }
-        mail_queue_stop(q);
-        assert_string_equal(status, "failed");
-        mail_text(f->s, id, "last_error", error, sizeof error);
-        assert_string_equal(error, "the message cannot be opened");
+        given_up_unopened(f->s, &cfg, other, id);
         mail_text(f->s, id, "text_body", text, sizeof text);
         assert_string_equal(text, "");
 }
