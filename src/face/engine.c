@@ -587,12 +587,15 @@ static struct face_point frame_point(const struct lmk_frame *fr, float fx,
                                      float fy)
 {
         static const int cs[4][2] = {{1, 0}, {0, 1}, {-1, 0}, {0, -1}};
-        const int c = cs[fr->turns][0], s = cs[fr->turns][1];
-        float h = fr->side / 2, u = fx * fr->side - h, v = fy * fr->side - h;
 
+        /* Upright, the plain formula: the same floats as before turns
+         * existed, so upright faces keep their landmarks to the bit. */
         if (fr->turns == 0)
                 return (struct face_point){fr->x + fx * fr->side,
                                            fr->y + fy * fr->side};
+
+        const int c = cs[fr->turns][0], s = cs[fr->turns][1];
+        float h = fr->side / 2, u = fx * fr->side - h, v = fy * fr->side - h;
         return (struct face_point){fr->x + h + c * u - s * v,
                                    fr->y + h + s * u + c * v};
 }
@@ -673,14 +676,14 @@ static float landmarks_turned(struct face_engine *eng,
         /* The points' mean sits this far from the box centre on average
          * (measured on LFW), in the face's own up and down; put the next
          * crop where the detector would. */
-        struct lmk_frame at = {cx - fr.side / 2, cy - fr.side / 2, fr.side,
-                               fr.turns};
-        struct face_point off =
-                frame_point(&at, 0.5f + LMK_MEAN_DX, 0.5f + LMK_MEAN_DY);
         if (fr.turns == 0) {
                 cx -= LMK_MEAN_DX * fr.side;
                 cy -= LMK_MEAN_DY * fr.side;
         } else {
+                struct lmk_frame at = {cx - fr.side / 2, cy - fr.side / 2,
+                                       fr.side, fr.turns};
+                struct face_point off = frame_point(&at, 0.5f + LMK_MEAN_DX,
+                                                    0.5f + LMK_MEAN_DY);
                 cx -= off.x - cx;
                 cy -= off.y - cy;
         }
